@@ -1,0 +1,428 @@
+"""The frozen :class:`Config` and the one table of options it is built from.
+
+Every option is declared once, in :data:`OPTIONS`. The command line
+(:mod:`caas_socket.tap`), the ``CAAS_*`` environment, the INI file and
+``--help`` are all derived from that table, so they cannot drift apart.
+Precedence is command line > environment > INI file > default.
+
+To add an option: one :class:`Opt` line in :data:`OPTIONS` and a field of the
+same (snake_case) name in :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping, Set
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.testing import MemoryReactor
+from twisted.python.usage import UsageError
+
+SECTION = "caas-socket"
+ENV_PREFIX = "CAAS_"
+
+
+class ConfigError(UsageError):
+    """An invalid configuration value or combination.
+
+    A :class:`~twisted.python.usage.UsageError` so that twistd prints it with
+    the usage text, wherever it is raised (``postOptions`` or ``makeService``).
+    """
+
+
+# -- coercers: str (from flag, env or INI) *or* an already-typed value -> final type.
+# Accepting typed values lets Config.default() validate overrides the same way.
+# They raise ValueError saying what was expected; the caller adds option and source.
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def _seconds(value: str | float, what: str, minimum_exclusive: bool) -> float:
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        seconds = float(match[1]) * _UNITS[match[2]] if match else math.nan
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = math.nan
+    ok = seconds > 0 if minimum_exclusive else seconds >= 0
+    if not (ok and math.isfinite(seconds)):
+        raise ValueError(f"expected a {what} duration like 25, 25s or 500ms, got {value!r}")
+    return seconds
+
+
+def duration(value: str | float) -> float:
+    """Seconds > 0; ``25``, ``25s``, ``500ms``, ``2m`` and ``1h`` all work."""
+    return _seconds(value, "positive", minimum_exclusive=True)
+
+
+def leeway(value: str | float) -> float:
+    """Like :func:`duration` but 0 is allowed (no clock skew tolerated)."""
+    return _seconds(value, "non-negative", minimum_exclusive=False)
+
+
+def positive_int(value: str | int) -> int:
+    """An integer >= 1 (``1_000_000`` is fine too)."""
+    try:
+        number = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if type(number) is not int or number < 1:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    """Build a coercer accepting exactly one of ``allowed``."""
+
+    def coerce(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return coerce
+
+
+def text(value: str) -> str:
+    """A non-empty string (a claim name, an issuer)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _items(value: str | tuple[str, ...], sep: str | None) -> tuple[str, ...]:
+    items = value.split(sep) if isinstance(value, str) else tuple(value)
+    items = tuple(item.strip() for item in items if isinstance(item, str) and item.strip())
+    if not items or (not isinstance(value, str) and len(items) != len(value)):
+        raise ValueError(f"expected a non-empty list, got {value!r}")
+    return items
+
+
+def endpoints(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """Whitespace-separated server endpoint strings, each parsed (not listened on).
+
+    Parsing with a :class:`MemoryReactor` catches typos at startup without
+    touching the global reactor.
+    """
+    result = _items(value, None)
+    for endpoint in result:
+        try:
+            serverFromString(MemoryReactor(), endpoint)
+        except Exception as e:
+            raise ValueError(
+                f"expected a Twisted server endpoint like tcp:8080, got {endpoint!r}"
+                f" ({type(e).__name__}: {e})"
+            ) from None
+    return result
+
+
+_FAMILIES = ("HS", "RS", "PS", "ES")
+JWS_ALGORITHMS = (*(f"{f}{bits}" for f in _FAMILIES for bits in (256, 384, 512)), "ES256K", "EdDSA")
+
+
+def algorithms(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated JWS algorithms; ``none`` is refused, it would accept unsigned tokens."""
+    canonical = {name.lower(): name for name in JWS_ALGORITHMS}
+    result: list[str] = []
+    for name in _items(value, ","):
+        if name.lower() == "none":
+            raise ValueError("refusing algorithm 'none': it accepts unsigned tokens")
+        if name.lower() not in canonical:
+            raise ValueError(f"expected algorithms among {', '.join(JWS_ALGORITHMS)}, got {name!r}")
+        if canonical[name.lower()] not in result:
+            result.append(canonical[name.lower()])
+    return tuple(result)
+
+
+def names(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated non-empty names (accepted audiences)."""
+    return _items(value, ",")
+
+
+def secret(value: str | bytes) -> bytes:
+    """A non-empty secret as bytes. The error never echoes the value."""
+    raw = value.encode() if isinstance(value, str) else value
+    if not isinstance(raw, bytes) or not raw:
+        raise ValueError("expected a non-empty secret")
+    return raw
+
+
+def readable_file(value: str) -> str:
+    """A path that exists now and is readable, so a typo fails at startup, not at first use."""
+    if not isinstance(value, str) or not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError(f"expected a readable file, got {value!r}")
+    return value
+
+
+_SERVER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def server_id(value: str) -> str:
+    """A node id safe in Redis keys and logs: 1..64 of ``[A-Za-z0-9._-]``."""
+    if not isinstance(value, str) or not _SERVER_ID.fullmatch(value):
+        raise ValueError(f"expected 1 to 64 characters of [A-Za-z0-9._-], got {value!r}")
+    return value
+
+
+def boolean(value: str | bool) -> bool:
+    """For flags (``optFlags``) set from the environment or the INI file."""
+    if isinstance(value, bool):
+        return value
+    spelled = str(value).strip().lower()
+    if spelled in ("1", "true", "yes", "on"):
+        return True
+    if spelled in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+@attrs.frozen
+class Opt:
+    """One option: its flag, env var, INI key, coercion, default and help all come from here.
+
+    :param default: already of the final type (what ``coerce`` returns).
+    :param repeatable: the flag may be given several times; env/INI values are
+        whitespace-separated. Flags replace, never extend, env/file/default.
+    :param flag: a boolean ``optFlags`` switch rather than a parameter.
+    :param in_file: ``False`` for options the INI file cannot set (``--config`` itself).
+    """
+
+    name: str
+    coerce: Callable[[Any], Any]
+    default: Any
+    help: str
+    repeatable: bool = False
+    flag: bool = False
+    in_file: bool = True
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.attr.upper()
+
+    def parse(self, value: Any, source: str) -> Any:
+        """Coerce ``value``; on failure name the option and where the value came from."""
+        try:
+            return self.coerce(value)
+        except ValueError as e:
+            raise ConfigError(f"--{self.name} (from {source}): {e}") from None
+
+
+# One entry per option; kept one line each on purpose, so adding an option is one line.
+# fmt: off
+OPTIONS: tuple[Opt, ...] = (
+    Opt("config", readable_file, None, f"INI file; its [{SECTION}] keys are option names (ping-interval or ping_interval).", in_file=False),  # noqa: E501
+    Opt("listen", endpoints, ("tcp:8080:interface=127.0.0.1",), "Server endpoint (tcp:, ssl:, unix:, systemd:); repeat the flag for several, whitespace-separate them in env/INI. Flags replace env/INI.", repeatable=True),  # noqa: E501
+    Opt("auth", choice("jwt", "none"), "jwt", "Client authentication: jwt, or none (dev only)."),
+    Opt("jwt-secret", secret, None, "HMAC secret for HS* tokens. Prefer --jwt-secret-file or CAAS_JWT_SECRET: flags are visible in ps."),  # noqa: E501
+    Opt("jwt-secret-file", readable_file, None, "File holding the HMAC secret (trailing newline stripped)."),  # noqa: E501
+    Opt("jwt-public-key", readable_file, None, "PEM public key for RS*, PS*, ES*, EdDSA tokens."),
+    Opt("jwt-jwks", readable_file, None, "JWKS file of public keys, chosen by the token's kid."),
+    Opt("jwt-algorithms", algorithms, ("HS256",), "Comma-separated accepted JWS algorithms; 'none' is refused."),  # noqa: E501
+    Opt("jwt-issuer", text, None, "Required iss claim, if any."),
+    Opt("jwt-audience", names, None, "Comma-separated accepted aud values, if any."),
+    Opt("jwt-leeway", leeway, 10.0, "Clock skew tolerated on exp/nbf/iat, in seconds."),
+    Opt("user-claim", text, "sub", "Token claim holding the user id."),
+    Opt("tenant-claim", text, "tenantId", "Token claim holding the tenant id."),
+    Opt("max-devices", positive_int, 5, "Concurrent connections allowed per user."),
+    Opt("device-limit-policy", choice("reject", "evict-oldest"), "reject", "For a connection over --max-devices: reject it, or evict the oldest."),  # noqa: E501
+    Opt("ping-interval", duration, 25.0, "Engine.IO pingInterval: 25, 25s, 500ms or 2m."),
+    Opt("ping-timeout", duration, 20.0, "Engine.IO pingTimeout (same units)."),
+    Opt("connect-timeout", duration, 45.0, "Time allowed to complete the Socket.IO connect."),
+    Opt("max-payload", positive_int, 1_000_000, "Largest accepted message, in bytes."),
+    Opt("server-id", server_id, None, "This node's cluster id, 1-64 of [A-Za-z0-9._-]. Default: hostname-pid."),  # noqa: E501
+)
+# fmt: on
+OPTIONS_BY_NAME: Mapping[str, Opt] = {opt.name: opt for opt in OPTIONS}
+HMAC_ALGORITHMS = frozenset(a for a in JWS_ALGORITHMS if a.startswith("HS"))
+
+
+class ParsedOptions(Protocol):
+    """What :meth:`Config.from_options` needs: values by option name, and which were typed.
+
+    :attr:`given` holds the option names explicitly given on the command line;
+    the others hold their (typed) defaults and yield to env and INI file.
+    """
+
+    given: Set[str]
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def _read_ini(path: str, where: str) -> dict[str, str]:
+    """Return the ``[caas-socket]`` section by option name; unknown keys are errors (typos)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except (OSError, UnicodeDecodeError, configparser.Error) as e:
+        raise ConfigError(f"--config (from {where}): cannot read {path}: {e}") from None
+    if not parser.has_section(SECTION):
+        raise ConfigError(f"--config (from {where}): {path} has no [{SECTION}] section")
+    values: dict[str, str] = {}
+    for key, value in parser.items(SECTION):
+        name = key.replace("_", "-")
+        opt = OPTIONS_BY_NAME.get(name)
+        if opt is None or not opt.in_file:
+            raise ConfigError(
+                f"--config (from {where}): unknown key {key!r} in [{SECTION}] of {path}"
+            )
+        if name in values:
+            raise ConfigError(f"--config (from {where}): key {key!r} set twice in {path}")
+        values[name] = value
+    return values
+
+
+def _merge(options: ParsedOptions, environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """Pick each option's value and its source: command line > env > INI file > default.
+
+    Empty environment variables and INI values count as unset.
+    """
+    config = OPTIONS_BY_NAME["config"]
+    path, where = options[config.name], "command line"
+    if config.name not in options.given and environ.get(config.env):
+        path, where = config.parse(environ[config.env], config.env), config.env
+    ini = _read_ini(path, where) if path else {}
+    merged: dict[str, tuple[Any, str]] = {}
+    for opt in OPTIONS:
+        if opt.name in options.given:
+            merged[opt.attr] = (options[opt.name], "command line")
+        elif environ.get(opt.env, "").strip():
+            merged[opt.attr] = (opt.parse(environ[opt.env], opt.env), opt.env)
+        elif ini.get(opt.name, "").strip():
+            merged[opt.attr] = (opt.parse(ini[opt.name], path), path)
+        else:
+            merged[opt.attr] = (opt.default, "default")
+    return merged
+
+
+def _read_secret(path: str, source: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            value = f.read().rstrip(b"\r\n")
+    except OSError as e:
+        raise ConfigError(f"--jwt-secret-file (from {source}): cannot read {path}: {e}") from None
+    if not value:
+        raise ConfigError(f"--jwt-secret-file (from {source}): {path} is empty")
+    return value
+
+
+def _default_server_id() -> str:
+    """``hostname-pid``, squeezed into what :func:`server_id` accepts."""
+    pid = str(os.getpid())
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "caas"
+    return f"{host[: 63 - len(pid)]}-{pid}"
+
+
+def _build(merged: Mapping[str, tuple[Any, str]]) -> Config:
+    """Turn merged option values into a :class:`Config`: resolve files, fill computed defaults."""
+    values = {attr: value for attr, (value, _) in merged.items()}
+    secret_file, file_source = merged.get("jwt_secret_file", (None, ""))
+    if secret_file is not None:
+        if values.get("jwt_secret") is not None:
+            raise ConfigError(
+                f"--jwt-secret (from {merged['jwt_secret'][1]}) and --jwt-secret-file"
+                f" (from {file_source}) are mutually exclusive"
+            )
+        values["jwt_secret"] = _read_secret(secret_file, file_source)
+    if values.get("server_id") is None:
+        values["server_id"] = _default_server_id()
+    fields = attrs.fields_dict(Config)
+    return Config(**{attr: value for attr, value in values.items() if attr in fields})
+
+
+def _check_together(config: Config) -> None:
+    """Cross-field rules; run on every Config, however it was built."""
+    if config.auth != "jwt":
+        return
+    has_public = config.jwt_public_key is not None or config.jwt_jwks is not None
+    if config.jwt_secret is None and not has_public:
+        raise ConfigError(
+            "--auth jwt needs a key: give --jwt-secret, --jwt-secret-file,"
+            " --jwt-public-key or --jwt-jwks"
+        )
+    hmac = [a for a in config.jwt_algorithms if a in HMAC_ALGORITHMS]
+    public = [a for a in config.jwt_algorithms if a not in HMAC_ALGORITHMS]
+    if hmac and config.jwt_secret is None:
+        raise ConfigError(
+            f"--jwt-algorithms {','.join(hmac)} needs --jwt-secret or --jwt-secret-file"
+        )
+    if public and not has_public:
+        raise ConfigError(
+            f"--jwt-algorithms {','.join(public)} needs --jwt-public-key or --jwt-jwks"
+        )
+
+
+@attrs.frozen
+class Config:
+    """Everything the service needs to know, validated, immutable, built once at startup.
+
+    Build it with :meth:`from_options` (twistd) or :meth:`default` (tests,
+    embedding); both coerce every value and check the cross-field rules.
+    """
+
+    listen: tuple[str, ...]
+    auth: str
+    jwt_secret: bytes | None = attrs.field(repr=False)
+    jwt_public_key: str | None
+    jwt_jwks: str | None
+    jwt_algorithms: tuple[str, ...]
+    jwt_issuer: str | None
+    jwt_audience: tuple[str, ...] | None
+    jwt_leeway: float
+    user_claim: str
+    tenant_claim: str
+    max_devices: int
+    device_limit_policy: str
+    ping_interval: float
+    ping_timeout: float
+    connect_timeout: float
+    max_payload: int
+    server_id: str
+
+    def __attrs_post_init__(self) -> None:
+        _check_together(self)
+
+    @classmethod
+    def from_options(cls, options: ParsedOptions, environ: Mapping[str, str]) -> Config:
+        """Merge parsed flags with ``environ`` and the INI file they point to.
+
+        :param options: a parsed :class:`caas_socket.tap.Options`.
+        :param environ: usually :data:`os.environ`; passed in so tests need no patching.
+        :raises ConfigError: naming the option and where its bad value came from.
+        """
+        return _build(_merge(options, environ))
+
+    @classmethod
+    def default(cls, **overrides: Any) -> Config:
+        """A valid Config without any Options, for tests and embedding.
+
+        Overrides are Config field names and go through the same coercion and
+        checks as flags. ``auth`` defaults to ``"jwt"`` when a key
+        (``jwt_secret``, ``jwt_public_key`` or ``jwt_jwks``) is given, else
+        ``"none"``, so ``Config.default()`` works and a given key is never ignored.
+        """
+        unknown = set(overrides) - set(attrs.fields_dict(cls))
+        if unknown:
+            raise TypeError(f"Config.default() got unknown fields: {', '.join(sorted(unknown))}")
+        keys = ("jwt_secret", "jwt_public_key", "jwt_jwks")
+        has_key = any(overrides.get(k) is not None for k in keys)
+        overrides.setdefault("auth", "jwt" if has_key else "none")
+        merged: dict[str, tuple[Any, str]] = {}
+        for opt in OPTIONS:
+            value = overrides.get(opt.attr)
+            if value is None:
+                merged[opt.attr] = (opt.default, "default")
+            else:
+                merged[opt.attr] = (opt.parse(value, "Config.default"), "Config.default")
+        return _build(merged)
