@@ -1,0 +1,3 @@
+"""Engine.IO sessions, independent of the transport that carries them."""
+
+__all__ = ["session"]
