@@ -1,0 +1,234 @@
+"""Engine.IO over WebSocket, on Autobahn: thin glue between frames and a session.
+
+The protocol validates the handshake request the way engine.io does (path,
+``EIO=4``, ``transport=websocket``), answers refusals with a JSON body, and
+then only moves frames between Autobahn and an
+:class:`~caas_socket.engine.session.EngineSession`.  WebSocket-level
+violations (frames over ``max_payload``, invalid UTF-8, bad framing) are failed
+by Autobahn with the proper close code and end only that connection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from autobahn.twisted.websocket import (
+    ConnectionDeny,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from autobahn.websocket.types import ConnectionRequest
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
+from twisted.logger import Logger
+
+from ..engine.session import EngineSession
+from ..server.server import SocketServer
+from ..server.settings import Handshake
+
+__all__ = ["EngineWebSocketFactory", "EngineWebSocketProtocol", "HandshakeDenied"]
+
+_OPEN = 3  # autobahn WebSocketProtocol.STATE_OPEN
+
+# Engine.IO error codes, as engine.io answers them.
+UNKNOWN_TRANSPORT = 0
+UNKNOWN_SID = 1
+BAD_REQUEST = 3
+FORBIDDEN = 4
+UNSUPPORTED_PROTOCOL_VERSION = 5
+
+
+class HandshakeDenied(ConnectionDeny):
+    """A refused handshake: HTTP ``status`` with ``{"code": code, "message": message}``."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.eio_code = code
+        self.message = message
+
+
+def check_request(path: str, params: dict[str, list[str]], expected_path: str) -> None:
+    """Validate an Engine.IO handshake request for the WebSocket transport.
+
+    :raises HandshakeDenied: with engine.io's status, code and message.
+    """
+    if path.rstrip("/") != expected_path.rstrip("/"):
+        raise HandshakeDenied(404, BAD_REQUEST, "Not found")
+    transport = params.get("transport", [None])[0]
+    if transport != "websocket":
+        raise HandshakeDenied(400, UNKNOWN_TRANSPORT, "Transport unknown")
+    if params.get("EIO", [None])[0] != "4":
+        raise HandshakeDenied(400, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
+    if "sid" in params:
+        # An upgrade of an HTTP long-polling session, which this server does not open.
+        raise HandshakeDenied(400, UNKNOWN_SID, "Session ID unknown")
+
+
+class EngineWebSocketProtocol(WebSocketServerProtocol):
+    """One WebSocket connection carrying one Engine.IO session."""
+
+    log = Logger()
+    factory: EngineWebSocketFactory
+
+    _handshake: Handshake | None = None
+    _denied: HandshakeDenied | None = None
+    session: EngineSession | None = None
+
+    # -- handshake -------------------------------------------------------------
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        try:
+            check_request(request.path, request.params, self.factory.socket_server.settings.path)
+            if not self.factory.accepting:
+                raise HandshakeDenied(503, FORBIDDEN, "Server is shutting down")
+        except HandshakeDenied as denied:
+            self._denied = denied
+            raise
+        peer = self.transport.getPeer()
+        self._handshake = Handshake(
+            query={k: v[0] for k, v in request.params.items() if v},
+            headers=dict(request.headers),
+            address=getattr(peer, "host", str(peer)),
+            secure=ISSLTransport.providedBy(self.transport),
+            url=self.http_request_uri,
+            issued=int(time.time() * 1000),
+        )
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        """Refuse the request with a JSON body, the way engine.io does."""
+        denied = self._denied or self._explain(reason, code)
+        body = json.dumps(
+            {"code": denied.eio_code, "message": denied.message}, separators=(",", ":")
+        ).encode()
+        head = (
+            f"HTTP/1.1 {denied.status} {_REASONS.get(denied.status, 'Error')}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        self.wasNotCleanReason = reason
+        self.log.info(
+            "refused handshake from {peer}: {status} {reason}",
+            peer=self.peer,
+            status=denied.status,
+            reason=reason,
+            event="handshake_refused",
+        )
+        self.sendData(head.encode() + body)
+        self.dropConnection(abort=False)
+
+    def _explain(self, reason: str, status: int) -> HandshakeDenied:
+        """Turn a refusal of Autobahn's own checks into engine.io's answer.
+
+        Autobahn checks the HTTP request (method, Upgrade header...) before our
+        :meth:`onConnect`; when the path and query were parsed, the engine.io
+        verdict about them comes first (a plain HTTP GET on the path is a bad
+        transport or a bad request, not "426 Upgrade Required").
+        """
+        path = getattr(self, "http_request_path", None)
+        params = getattr(self, "http_request_params", None)
+        if path is not None and params is not None:
+            try:
+                check_request(path, params, self.factory.socket_server.settings.path)
+            except HandshakeDenied as denied:
+                return denied
+        return HandshakeDenied(400 if status < 500 else status, BAD_REQUEST, "Bad request")
+
+    def onOpen(self) -> None:
+        handshake, self._handshake = self._handshake, None
+        assert handshake is not None
+        # The request is no longer needed; do not keep it for the connection's life.
+        self.http_request_data = self.http_headers = None
+        self.session = self.factory.socket_server.open_session(self, handshake)
+
+    # -- frames in -------------------------------------------------------------
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        if isBinary:
+            session.receive_binary(payload)
+        else:
+            session.receive_text(payload.decode("utf-8"))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        session = self.session
+        if session is None or session.closed:
+            return
+        local = self.localCloseCode
+        if local is not None and local != 1000:
+            # Autobahn failed the connection: oversized frame, invalid UTF-8, bad framing.
+            self.log.info(
+                "session {sid} failed by the WebSocket layer: {why}",
+                sid=session.sid,
+                why=self.wasNotCleanReason or f"close code {local}",
+                event="websocket_error",
+            )
+            session.transport_closed("transport error")
+        else:
+            session.transport_closed("transport close")
+
+    # -- Transport (frames out) ------------------------------------------------
+
+    def send_text(self, data: bytes) -> None:
+        if self.state == _OPEN:
+            self.sendMessage(data, False)
+
+    def send_binary(self, data: bytes) -> None:
+        if self.state == _OPEN:
+            self.sendMessage(data, True)
+
+    def close(self) -> None:
+        if self.state == _OPEN:
+            self.sendClose(1000)
+        else:
+            self.dropConnection(abort=True)
+
+    def buffered(self) -> int:
+        transport = self.transport
+        buffer = getattr(transport, "dataBuffer", b"")
+        return len(buffer) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+
+_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"}
+
+
+class EngineWebSocketFactory(WebSocketServerFactory):
+    """Builds one :class:`EngineWebSocketProtocol` per accepted connection.
+
+    ``accepting`` turns to ``False`` when the node drains: new handshakes are
+    then refused with 503 so the load balancer sends clients elsewhere.
+    """
+
+    protocol = EngineWebSocketProtocol
+
+    def __init__(
+        self,
+        socket_server: SocketServer,
+        reactor: IReactorTime,
+        *,
+        open_handshake_timeout: float = 10.0,
+        trusted_proxies: int = 0,
+    ) -> None:
+        super().__init__(server="caas-socket", reactor=reactor)
+        self.noisy = False
+        self.socket_server = socket_server
+        self.accepting = True
+        max_payload = socket_server.settings.max_payload
+        self.setProtocolOptions(
+            maxMessagePayloadSize=max_payload,
+            maxFramePayloadSize=max_payload,
+            autoFragmentSize=0,
+            openHandshakeTimeout=open_handshake_timeout,
+            closeHandshakeTimeout=1,
+            failByDrop=False,
+            echoCloseCodeReason=False,
+            requireMaskedClientFrames=True,
+            tcpNoDelay=True,
+            webStatus=False,
+            perMessageCompressionAccept=None,
+            trustXForwardedFor=trusted_proxies,
+        )
