@@ -141,6 +141,8 @@ class MemoryRegistry:
 
     async def find_stale(self, older_than: int, limit: int) -> list[Entry]:
         stale: list[Entry] = []
+        if limit <= 0:
+            return stale
         for devices in self._store.users.values():
             for entry in devices.values():
                 if entry.last_activity < older_than:
@@ -201,9 +203,14 @@ class MemoryRegistry:
         if self._server_id is None:
             return
         store = self._store
-        store.remove_server(self._server_id)
         lease = store.leases.get(self._server_id)
-        if lease is not None and lease.generation == self._generation:
+        if lease is not None and lease.generation != self._generation:
+            # A new incarnation of our server id holds it: the entries under the
+            # id are its own, and ours were reaped when it took over.
+            self._generation = None
+            return
+        store.remove_server(self._server_id)
+        if lease is not None:
             del store.leases[self._server_id]
         self._generation = None
 
