@@ -11,8 +11,10 @@ by Autobahn with the proper close code and end only that connection.
 from __future__ import annotations
 
 import json
+import struct
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from autobahn.twisted.websocket import (
     ConnectionDeny,
@@ -129,6 +131,12 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         """
         path = getattr(self, "http_request_path", None)
         params = getattr(self, "http_request_params", None)
+        if path is None:
+            # Refused before Autobahn parsed the URI (e.g. a POST): parse it here.
+            words = str(getattr(self, "http_status_line", "") or "").split()
+            if len(words) == 3:
+                target = urlsplit(words[1])
+                path, params = target.path, parse_qs(target.query)
         if path is not None and params is not None:
             try:
                 check_request(path, params, self.factory.socket_server.settings.path)
@@ -175,11 +183,26 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
 
     def send_text(self, data: bytes) -> None:
         if self.state == _OPEN:
-            self.sendMessage(data, False)
+            self._send_frame(0x81, data)
 
     def send_binary(self, data: bytes) -> None:
         if self.state == _OPEN:
-            self.sendMessage(data, True)
+            self._send_frame(0x82, data)
+
+    def _send_frame(self, first_byte: int, payload: bytes) -> None:
+        """Write one unfragmented, unmasked frame.
+
+        Autobahn's ``sendMessage`` would apply ``max_payload`` (a limit on what
+        clients send) to what we send as well, and costs more per frame.
+        Compression is never negotiated, so frames are written as they are.
+        """
+        n = len(payload)
+        if n < 126:
+            self.transport.write(bytes((first_byte, n)) + payload)
+        elif n < 65536:
+            self.transport.write(struct.pack("!BBH", first_byte, 126, n) + payload)
+        else:
+            self.transport.writeSequence([struct.pack("!BBQ", first_byte, 127, n), payload])
 
     def close(self) -> None:
         if self.state == _OPEN:
