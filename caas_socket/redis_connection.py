@@ -72,7 +72,10 @@ class RedisURL:
     @classmethod
     def parse(cls, text: str) -> RedisURL:
         """Parse and validate; every mistake is a ``ValueError`` naming ``--redis``."""
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as e:  # unbalanced brackets
+            raise _bad(text, str(e)) from None
         scheme = parts.scheme.lower()
         if scheme not in _SCHEMES:
             raise _bad(text, "the scheme must be redis://, rediss:// or redis+sentinel://")
