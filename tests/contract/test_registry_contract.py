@@ -209,6 +209,7 @@ TRICKY = [
     ("t1", "u1\n"),
     ("", ":"),
     (":", ""),
+    ("t\ud800", "lone surrogate"),
 ]
 
 
@@ -401,6 +402,16 @@ async def test_new_incarnation_reaps_the_old_one(cluster: Cluster) -> None:
     await old.release_lease()
     assert await new.server_entries("s1") == [fresh]
     assert await new.renew_lease() is LeaseState.HELD
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_written_without_a_lease_can_be_reaped(cluster: Cluster) -> None:
+    writer, reaper = await cluster.nodes(2)
+    e = entry(server="s9")
+    assert (await writer.register(e, 1, REJECT)).accepted  # no lease: never fenced
+    assert await reaper.expired_servers() == ["s9"]
+    assert await reaper.reap("s9") == [e]
+    assert await reaper.expired_servers() == []
 
 
 @pytest_twisted.ensureDeferred
