@@ -8,6 +8,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ..auth import TokenVerifier
 from ..naming import user_room
+from ..registry.health import BackendHealth
 from ..registry.interfaces import DeviceLimitPolicy, Registry
 from ..server import Socket, SocketServer
 from ..server.socket import new_id
@@ -35,13 +36,16 @@ class CaasApp:
         clock: IReactorTime,
         max_devices: int,
         policy: DeviceLimitPolicy,
+        local_kicker: LocalKicker | None = None,
         delivery: UserDelivery | None = None,
         kicker: Kicker | None = None,
+        health: BackendHealth | None = None,
     ) -> None:
         self.server = server
         self.clock = clock
         self.registry = registry
-        self.local_kicker = LocalKicker()
+        self.health = health or BackendHealth(clock, "registry")
+        self.local_kicker = local_kicker or LocalKicker()
         self.kicker = kicker or self.local_kicker
         self.delivery = delivery or LocalDelivery(server.main)
         nsp = server.main
@@ -55,6 +59,7 @@ class CaasApp:
                 clock,
                 max_devices,
                 policy,
+                self.health,
             )
         )
         nsp.on_connect(self._joined)

@@ -7,7 +7,14 @@ from typing import Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ..registry.interfaces import DeviceLimitPolicy, Entry, Registry
+from ..registry.health import BackendHealth
+from ..registry.interfaces import (
+    DeviceLimitPolicy,
+    Entry,
+    Fenced,
+    Registry,
+    RegistryUnavailable,
+)
 from ..server import ConnectionRefused, Socket
 from .identity import identity_of
 
@@ -27,20 +34,33 @@ class Kicker(Protocol):
 
 
 class LocalKicker:
-    """Kicks connections of this node, found through the sockets it registered."""
+    """The connections this node registered, and how to kick one of them.
+
+    ``registered`` holds the sockets whose entry is (or should be) in the
+    registry; ``pending`` the socket ids whose registration is under way.  Both
+    tell reconciliation which entries of this node are alive.
+    """
 
     log = Logger()
 
     def __init__(self) -> None:
         self.registered: dict[str, Socket] = {}
+        self.pending: set[str] = set()
+
+    def live_entries(self) -> list[Entry]:
+        """The entries of the connections alive on this node."""
+        return [socket.data[ENTRY] for socket in self.registered.values()]
 
     def kick(self, entry: Entry, reason: str) -> None:
         socket = self.registered.get(entry.socket_id)
-        if socket is None:
-            return
+        if socket is not None:
+            self.kick_socket(socket, reason)
+
+    def kick_socket(self, socket: Socket, reason: str) -> None:
+        """``caas:kicked`` then DISCONNECT: the client does not come back by itself."""
         self.log.info(
             "kicking socket {socket_id}: {reason}",
-            socket_id=entry.socket_id,
+            socket_id=socket.id,
             reason=reason,
             event="kick",
             **socket.tags,
@@ -60,6 +80,10 @@ class RegisterDevice:
     A connection replaced by the same device, or evicted for a newer one, is
     kicked with a DISCONNECT (a transport close would make the two clients of
     one device kick each other forever).
+
+    When the registry cannot answer, the connection is accepted anyway (fail
+    open: clients stay served through a Redis outage) and ``health`` remembers
+    that the registry must be reconciled with the live connections later.
     """
 
     log = Logger()
@@ -73,6 +97,7 @@ class RegisterDevice:
         clock: IReactorTime,
         max_devices: int,
         policy: DeviceLimitPolicy,
+        health: BackendHealth,
     ) -> None:
         self._registry = registry
         self._kicker = kicker
@@ -81,6 +106,7 @@ class RegisterDevice:
         self._clock = clock
         self._max_devices = max_devices
         self._policy = policy
+        self._health = health
 
     async def __call__(self, socket: Socket) -> None:
         identity = identity_of(socket)
@@ -94,26 +120,42 @@ class RegisterDevice:
             connected_at=now,
             last_activity=now,
         )
-        result = await self._registry.register(entry, self._max_devices, self._policy)
-        if not result.accepted:
-            self.log.info(
-                "socket {socket_id} refused: device limit {limit} reached",
-                socket_id=socket.id,
-                limit=self._max_devices,
-                event="device_limit",
-                **socket.tags,
-            )
-            raise ConnectionRefused(
-                "Device limit reached", {"code": "device_limit", "maxDevices": self._max_devices}
-            )
+        self._local.pending.add(socket.id)
+        try:
+            result = await self._registry.register(entry, self._max_devices, self._policy)
+        except (RegistryUnavailable, Fenced) as e:
+            self._health.failed("register", e)
+            result = None
+        finally:
+            self._local.pending.discard(socket.id)
+        if result is not None:
+            self._health.succeeded()
+            if not result.accepted:
+                self.log.info(
+                    "socket {socket_id} refused: device limit {limit} reached",
+                    socket_id=socket.id,
+                    limit=self._max_devices,
+                    event="device_limit",
+                    **socket.tags,
+                )
+                raise ConnectionRefused(
+                    "Device limit reached",
+                    {"code": "device_limit", "maxDevices": self._max_devices},
+                )
         socket.data[ENTRY] = entry
         self._local.registered[socket.id] = socket
         socket.add_cleanup(lambda: self._release(entry))
-        if result.replaced is not None:
-            self._kicker.kick(result.replaced, "replaced")
-        for evicted in result.evicted:
-            self._kicker.kick(evicted, "evicted")
+        if result is not None:
+            if result.replaced is not None:
+                self._kicker.kick(result.replaced, "replaced")
+            for evicted in result.evicted:
+                self._kicker.kick(evicted, "evicted")
 
     async def _release(self, entry: Entry) -> None:
         self._local.registered.pop(entry.socket_id, None)
-        await self._registry.unregister(entry)
+        try:
+            await self._registry.unregister(entry)
+        except RegistryUnavailable as e:
+            self._health.failed("unregister", e)
+        else:
+            self._health.succeeded()
