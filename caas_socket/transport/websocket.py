@@ -69,9 +69,13 @@ def check_request(path: str, params: dict[str, list[str]], expected_path: str) -
 
 
 class EngineWebSocketProtocol(WebSocketServerProtocol):
-    """One WebSocket connection carrying one Engine.IO session."""
+    """One WebSocket connection carrying one Engine.IO session.
 
-    log = Logger()
+    Our events go to ``caas_log``: ``log`` is Autobahn's own (txaio) logger, whose
+    per-frame debug messages its level setting silences.
+    """
+
+    caas_log = Logger()
     factory: EngineWebSocketFactory
 
     _handshake: Handshake | None = None
@@ -111,7 +115,7 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
             "Connection: close\r\n\r\n"
         )
         self.wasNotCleanReason = reason
-        self.log.info(
+        self.caas_log.info(
             "refused handshake from {peer}: {status} {reason}",
             peer=self.peer,
             status=denied.status,
@@ -169,7 +173,7 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         local = self.localCloseCode
         if local is not None and local != 1000:
             # Autobahn failed the connection: oversized frame, invalid UTF-8, bad framing.
-            self.log.info(
+            self.caas_log.info(
                 "session {sid} failed by the WebSocket layer: {why}",
                 sid=session.sid,
                 why=self.wasNotCleanReason or f"close code {local}",
