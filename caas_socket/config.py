@@ -171,6 +171,24 @@ def server_id(value: str) -> str:
     return value
 
 
+def redis_url(value: str) -> str:
+    """A Redis URL that :meth:`~caas_socket.redis_connection.RedisURL.parse` accepts."""
+    from .redis_connection import RedisURL
+
+    try:
+        RedisURL.parse(text(value))
+    except ValueError as e:
+        raise ValueError(str(e).removeprefix("--redis ")) from None
+    return value
+
+
+def key_prefix(value: str) -> str:
+    """A key prefix: printable ASCII without spaces, possibly empty."""
+    if not isinstance(value, str) or not re.fullmatch(r"[!-~]{0,64}", value):
+        raise ValueError(f"expected up to 64 printable ASCII characters, got {value!r}")
+    return value
+
+
 def boolean(value: str | bool) -> bool:
     """For flags (``optFlags``) set from the environment or the INI file."""
     if isinstance(value, bool):
@@ -241,6 +259,10 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("connect-timeout", duration, 45.0, "Time allowed to complete the Socket.IO connect."),
     Opt("max-payload", positive_int, 1_000_000, "Largest accepted message, in bytes."),
     Opt("server-id", server_id, None, "This node's cluster id, 1-64 of [A-Za-z0-9._-]. Default: hostname-pid."),  # noqa: E501
+    Opt("redis", redis_url, None, "Cluster mode: redis://[:pw@]host:port/db, rediss://... (TLS) or redis+sentinel://h1:p1,h2:p2/service. Default: single node, in-memory registry."),  # noqa: E501
+    Opt("redis-prefix", key_prefix, "caas:", "Prefix of every Redis key and channel."),
+    Opt("redis-timeout", duration, 1.0, "Bound of every Redis call."),
+    Opt("lease-ttl", duration, 10.0, "Node lease lifetime: a dead node is reaped within about 1.25x this."),  # noqa: E501
 )
 # fmt: on
 OPTIONS_BY_NAME: Mapping[str, Opt] = {opt.name: opt for opt in OPTIONS}
@@ -389,6 +411,10 @@ class Config:
     connect_timeout: float
     max_payload: int
     server_id: str
+    redis: str | None
+    redis_prefix: str
+    redis_timeout: float
+    lease_ttl: float
 
     def __attrs_post_init__(self) -> None:
         _check_together(self)

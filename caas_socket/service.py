@@ -6,22 +6,21 @@ from typing import Any
 
 import txaio
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from .app import CaasApp
+from .app.devices import LocalKicker
 from .auth import build_verifier
+from .backends import build_backend
+from .cluster.lifecycle import NodeLifecycle
 from .config import Config
 from .listeners import Listener
-from .registry.interfaces import DeviceLimitPolicy, Registry
-from .registry.memory import MemoryRegistry
+from .registry.interfaces import DeviceLimitPolicy
 from .server import Settings, SocketServer
 from .transport.websocket import EngineWebSocketFactory
 
-__all__ = ["CaasService", "build_service"]
-
-#: How long a node's lease lives without renewal.
-LEASE_TTL = 10.0
+__all__ = ["CaasService", "build_service", "settings_from"]
 
 _DEV_BANNER = """
   ###########################################################################
@@ -47,7 +46,7 @@ def settings_from(config: Config) -> Settings:
 
 
 class CaasService(MultiService):
-    """One caas-socket node: listeners, the Socket.IO server and the CaaS app."""
+    """One caas-socket node: listeners, the Socket.IO server, the CaaS app, its backend."""
 
     log = Logger()
 
@@ -56,7 +55,9 @@ class CaasService(MultiService):
         self.config = config
         self.reactor = reactor
         self.socket_server = SocketServer(reactor, settings_from(config))
-        self.registry: Registry = MemoryRegistry.standalone(reactor)
+        self.local = LocalKicker()
+        self.backend = build_backend(config, reactor, self.socket_server, self.local)
+        self.registry = self.backend.registry
         verifier = build_verifier(
             mode=config.auth,
             secret=config.jwt_secret,
@@ -78,56 +79,68 @@ class CaasService(MultiService):
             clock=reactor,
             max_devices=config.max_devices,
             policy=DeviceLimitPolicy(config.device_limit_policy),
+            local_kicker=self.local,
+            delivery=self.backend.delivery,
+            kicker=self.backend.kicker,
+            health=self.backend.health,
+        )
+        self.lifecycle = NodeLifecycle(
+            reactor,
+            self.registry,
+            self.local,
+            self.backend.health,
+            server_id=config.server_id,
+            ttl=config.lease_ttl,
         )
         self.factory = EngineWebSocketFactory(self.socket_server, reactor)
         self.listeners = [
             Listener(reactor, endpoint, self.factory, "socket.io") for endpoint in config.listen
         ]
-        for listener in self.listeners:
-            listener.setServiceParent(self)
+        for service in [*self.backend.services, self.lifecycle, *self.listeners]:
+            service.setServiceParent(self)
+
+    @property
+    def ready(self) -> bool:
+        """Whether a load balancer should send clients here."""
+        return (
+            self.factory.accepting
+            and self.lifecycle.leased
+            and self.backend.health.available
+            and self.backend.hears_cluster()
+        )
 
     def startService(self) -> None:
         super().startService()
-        Deferred.fromCoroutine(self._started()).addErrback(
-            lambda f: self.log.failure("node start-up failed", f)
-        )
-
-    async def _started(self) -> None:
-        await self.registry.acquire_lease(self.config.server_id, LEASE_TTL)
         self.log.info(
             "node {server_id} started (auth {auth}, registry {registry})",
             server_id=self.config.server_id,
             auth=self.config.auth,
-            registry="memory",
+            registry=self.backend.name,
             event="node_started",
         )
         if self.config.auth == "none":
-            address = next(
-                (
-                    f"{listener.port.getHost().host}:{listener.port.getHost().port}"
-                    for listener in self.listeners
-                    if listener.port is not None
-                ),
-                "127.0.0.1:8080",
-            )
+            bound = [lst.port.getHost() for lst in self.listeners if lst.port is not None]
+            address = f"{bound[0].host}:{bound[0].port}" if bound else "127.0.0.1:8080"
             self.log.warn(_DEV_BANNER, address=address)
 
-    def stopService(self) -> Deferred[None]:
-        """Stop in order: listeners, then connections, then the registry lease."""
+    def stopService(self) -> Any:
+        """Stop in order: listeners, connections, the lease, then the backend."""
+        from twisted.internet.defer import Deferred
+
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
         self.factory.accepting = False
-        await DeferredList([d for d in (_stop(lst) for lst in self.listeners) if d is not None])
+        await DeferredList([maybeDeferred(lst.stopService) for lst in self.listeners])
         self.socket_server.close_all("server shutting down")
-        await self.registry.release_lease()
+        await maybeDeferred(self.lifecycle.stopService)
+        await self.lifecycle.release()
+        await DeferredList([maybeDeferred(s.stopService) for s in self.backend.services])
+        if self.backend.close is not None:
+            await self.backend.close()
         self.socket_server.wheel.stop()
         self.running = False
         self.log.info("node {server_id} stopped", server_id=self.config.server_id)
-
-
-def _stop(service: IService) -> Deferred[None] | None:
-    return service.stopService()  # type: ignore[no-any-return]
 
 
 def build_service(config: Config, reactor: Any) -> IService:

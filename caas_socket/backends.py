@@ -1,0 +1,106 @@
+"""The registry backends, chosen by name from one table.
+
+``memory`` keeps everything in this process: one node, nothing to share.
+``redis`` shares the registry and a pub/sub bus between nodes.  Both give the
+service the same parts, so nothing else needs to know which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.application.service import IService
+
+from .app.delivery import UserDelivery
+from .app.devices import Kicker, LocalKicker
+from .config import Config
+from .registry.health import BackendHealth
+from .registry.interfaces import Registry
+from .registry.memory import MemoryRegistry
+from .server import SocketServer
+
+__all__ = ["BACKENDS", "Backend", "backend_name", "build_backend"]
+
+
+@attrs.define
+class Backend:
+    """What a backend contributes to a node."""
+
+    name: str
+    registry: Registry
+    health: BackendHealth
+    #: ``None``: this node alone (local delivery and kicks).
+    delivery: UserDelivery | None = None
+    kicker: Kicker | None = None
+    #: Services to run (the bus), started with the node and stopped after the drain.
+    services: list[IService] = attrs.Factory(list)
+    #: Whether the node hears the cluster (always, for a single node).
+    hears_cluster: Callable[[], bool] = lambda: True
+    #: Closes connections to the backend at the very end of a stop.
+    close: Callable[[], Any] | None = None
+
+
+def _memory(config: Config, reactor: Any, server: SocketServer, local: LocalKicker) -> Backend:
+    return Backend("memory", MemoryRegistry.standalone(reactor), BackendHealth(reactor, "registry"))
+
+
+def _redis(config: Config, reactor: Any, server: SocketServer, local: LocalKicker) -> Backend:
+    from .cluster.bus import Bus
+    from .cluster.delivery import BusDispatcher, ClusterDelivery, ClusterKicker
+    from .redis_connection import RedisURL, open_pool
+    from .registry.redis import RedisRegistry
+
+    assert config.redis is not None
+    url = RedisURL.parse(config.redis)
+    health = BackendHealth(reactor, "Redis")
+    pool = open_pool(url, reactor, pool_size=4, timeout=config.redis_timeout)
+    # One connection for the bus, so this node's messages keep their order.
+    publisher = open_pool(url, reactor, pool_size=1, timeout=config.redis_timeout)
+    registry = RedisRegistry(
+        pool, reactor, prefix=config.redis_prefix, timeout=config.redis_timeout
+    )
+    bus = Bus(
+        reactor,
+        url,
+        publisher,
+        prefix=config.redis_prefix,
+        server_id=config.server_id,
+        handler=BusDispatcher(server, local),
+        health=health,
+    )
+
+    async def close() -> None:
+        await pool.disconnect()
+        await publisher.disconnect()
+
+    return Backend(
+        "redis",
+        registry,
+        health,
+        delivery=ClusterDelivery(
+            server, bus, prefix=config.redis_prefix, server_id=config.server_id
+        ),
+        kicker=ClusterKicker(local, bus, config.server_id),
+        services=[bus],
+        hears_cluster=lambda: bus.verified,
+        close=close,
+    )
+
+
+BACKENDS: dict[str, Callable[[Config, Any, SocketServer, LocalKicker], Backend]] = {
+    "memory": _memory,
+    "redis": _redis,
+}
+
+
+def backend_name(config: Config) -> str:
+    """``redis`` when ``--redis`` is given, else ``memory``."""
+    return "redis" if config.redis else "memory"
+
+
+def build_backend(
+    config: Config, reactor: Any, server: SocketServer, local: LocalKicker
+) -> Backend:
+    return BACKENDS[backend_name(config)](config, reactor, server, local)

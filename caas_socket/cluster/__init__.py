@@ -1,0 +1,3 @@
+"""Cluster mode: the Redis bus between nodes, cross-node delivery, node leases."""
+
+__all__ = ["bus", "delivery", "lifecycle", "messages"]

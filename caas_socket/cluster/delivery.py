@@ -1,0 +1,115 @@
+"""Reaching devices and sockets that live on other nodes.
+
+Delivery to a user is encoded once: the local devices get the frames directly,
+and one script call looks up which other nodes hold the user's devices and
+publishes the same encoded frame to each of them, in one round trip.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ..app.devices import LocalKicker
+from ..naming import user_room
+from ..protocol import socketio
+from ..redis_connection import LuaScript
+from ..registry.interfaces import Entry
+from ..registry.redis import user_key
+from ..server import SocketServer
+from ..server.frames import encode_frames
+from . import messages
+from .bus import Bus
+
+__all__ = ["BusDispatcher", "ClusterDelivery", "ClusterKicker"]
+
+PUBLISH_TO_USER_NODES = LuaScript(
+    "publish_to_user_nodes",
+    resources.files("caas_socket.cluster").joinpath("lua/publish_to_user_nodes.lua").read_bytes(),
+)
+
+
+class ClusterDelivery:
+    """``sync_to_user_devices`` across the cluster."""
+
+    log = Logger()
+
+    def __init__(self, server: SocketServer, bus: Bus, *, prefix: str, server_id: str) -> None:
+        self._nsp = server.main
+        self._bus = bus
+        self._prefix = prefix
+        self._server_id = server_id.encode()
+        self._channel_prefix = f"{prefix}bus:".encode()
+        self.published = 0
+
+    def sync_to_user_devices(
+        self,
+        tenant_id: str,
+        user_id: str,
+        event: str,
+        data: Any,
+        except_socket: str | None = None,
+    ) -> None:
+        room = user_room(tenant_id, user_id)
+        excluded = (except_socket,) if except_socket is not None else ()
+        frames = encode_frames(socketio.Packet(socketio.EVENT, self._nsp.name, [event, data]))
+        self._nsp.adapter.deliver(frames, (room,), excluded)
+        payload = messages.encode(
+            messages.Emit(self._nsp.name, (room,), excluded, frames[0], tuple(frames[1:]))
+        )
+        key = (self._prefix + user_key(tenant_id, user_id)).encode("utf-8", "surrogatepass")
+        Deferred.fromCoroutine(self._publish(key, payload))
+
+    async def _publish(self, key: bytes, payload: bytes) -> None:
+        try:
+            await self._bus.run_script(
+                PUBLISH_TO_USER_NODES, (key, self._server_id, self._channel_prefix, payload)
+            )
+        except Exception as e:
+            self._bus.health.failed("publish to user nodes", e)
+            return
+        self._bus.health.succeeded()
+        self.published += 1
+
+
+class ClusterKicker:
+    """Kicks a connection on this node directly, on another through the bus."""
+
+    def __init__(self, local: LocalKicker, bus: Bus, server_id: str) -> None:
+        self._local = local
+        self._bus = bus
+        self._server_id = server_id
+
+    def kick(self, entry: Entry, reason: str) -> None:
+        if entry.server_id == self._server_id:
+            self._local.kick(entry, reason)
+            return
+        message = messages.Close(entry.socket_id, reason, reconnect=False)
+        Deferred.fromCoroutine(self._bus.publish(entry.server_id, message))
+
+
+class BusDispatcher:
+    """Acts on the messages other nodes send to this one."""
+
+    log = Logger()
+
+    def __init__(self, server: SocketServer, local: LocalKicker) -> None:
+        self._server = server
+        self._local = local
+
+    def __call__(self, message: messages.Message) -> None:
+        if isinstance(message, messages.Emit):
+            nsp = self._server.namespaces.get(message.nsp)
+            if nsp is not None:
+                nsp.adapter.deliver(message.frames, message.rooms, message.except_rooms)
+        elif isinstance(message, messages.Close):
+            socket = self._local.registered.get(message.socket_id)
+            if socket is None:
+                return
+            if message.reconnect:
+                socket.close_connection("forced close")
+            else:
+                self._local.kick_socket(socket, message.reason)
