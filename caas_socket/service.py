@@ -99,15 +99,19 @@ class CaasService(MultiService):
         for service in [*self.backend.services, self.lifecycle, *self.listeners]:
             service.setServiceParent(self)
 
+    def readiness(self) -> dict[str, bool]:
+        """Each condition of readiness; the node is ready when all hold."""
+        return {
+            "accepting": self.factory.accepting,
+            "lease": self.lifecycle.leased,
+            "registry": self.backend.health.available,
+            "bus": self.backend.hears_cluster(),
+        }
+
     @property
     def ready(self) -> bool:
         """Whether a load balancer should send clients here."""
-        return (
-            self.factory.accepting
-            and self.lifecycle.leased
-            and self.backend.health.available
-            and self.backend.hears_cluster()
-        )
+        return all(self.readiness().values())
 
     def startService(self) -> None:
         super().startService()

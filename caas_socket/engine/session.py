@@ -54,8 +54,9 @@ class MessageSink(Protocol):
 class EngineSession:
     """One Engine.IO session.
 
-    ``packets_in`` counts every packet received: activity tracking samples it
-    instead of reading the clock per packet.
+    ``packets_in`` counts every packet received and ``packets_out`` every
+    message sent: activity tracking and metrics sample them instead of doing
+    work per packet.
     """
 
     __slots__ = (
@@ -67,6 +68,7 @@ class EngineSession:
         "close_reason",
         "closed",
         "packets_in",
+        "packets_out",
         "sid",
         "sink",
     )
@@ -91,6 +93,7 @@ class EngineSession:
         self.closed = False
         self.close_reason: str | None = None
         self.packets_in = 0
+        self.packets_out = 0
 
     def open(self, handshake: engineio.OpenHandshake, sink: MessageSink) -> None:
         """Send the open packet, start the heartbeat and deliver to ``sink``."""
@@ -167,6 +170,7 @@ class EngineSession:
         """
         if self.closed:
             return
+        self.packets_out += 1
         transport = self._transport
         transport.send_text(frames[0])
         for attachment in frames[1:]:

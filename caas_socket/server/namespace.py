@@ -143,11 +143,12 @@ class Namespace:
 
     def _accept(self, socket: Socket) -> None:
         socket.state = SocketState.CONNECTED
+        socket.connected_at = self.server.clock.seconds()
         self.sockets[socket.id] = socket
         socket.connection.accepted(socket)
         packet = socketio.Packet(socketio.CONNECT, self.name, {"sid": socket.id})
         socket.connection.session.send(encode_frames(packet))
-        socket.log_transition()
+        socket.log_transition(previous=SocketState.AUTHENTICATING)
         for handler in self._connect_handlers:
             self._call(socket, handler, (), None, "connect")
 

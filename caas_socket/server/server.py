@@ -38,6 +38,9 @@ class SocketServer:
         self.wheel = TimerWheel(clock, self.settings.timer_resolution)
         self.namespaces: dict[str, Namespace] = {}
         self.connections: dict[str, Connection] = {}
+        #: Packets of sessions that ended (live ones are counted on each session).
+        self.closed_packets_in = 0
+        self.closed_packets_out = 0
         self.main = self.of("/")
 
     def of(self, name: str) -> Namespace:
@@ -97,6 +100,16 @@ class SocketServer:
 
     def connection_closed(self, connection: Connection) -> None:
         self.connections.pop(connection.session.sid, None)
+        self.closed_packets_in += connection.session.packets_in
+        self.closed_packets_out += connection.session.packets_out
+
+    def packet_totals(self) -> tuple[int, int]:
+        """Packets received and messages sent since start, on every connection."""
+        sessions = [c.session for c in self.connections.values()]
+        return (
+            self.closed_packets_in + sum(s.packets_in for s in sessions),
+            self.closed_packets_out + sum(s.packets_out for s in sessions),
+        )
 
     def close_all(self, reason: str) -> None:
         """Close every connection (their clients may reconnect elsewhere)."""

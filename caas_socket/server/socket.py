@@ -57,6 +57,7 @@ class Socket:
         "_acks",
         "_cleanups",
         "_next_ack",
+        "connected_at",
         "connection",
         "data",
         "disconnect_reason",
@@ -80,6 +81,8 @@ class Socket:
         self.rooms: set[str] = set()
         self.state = SocketState.AUTHENTICATING
         self.disconnect_reason: str | None = None
+        #: Clock time of the CONNECT ack, ``None`` before.
+        self.connected_at: float | None = None
         self._acks: dict[int, tuple[Deferred[list[Any]], Timer | None]] | None = None
         self._next_ack = 0
         self._cleanups: list[Callable[[], object]] | None = None
@@ -226,16 +229,28 @@ class Socket:
             if timer is not None:
                 timer.cancel()
             result.errback(AckError(f"socket disconnected: {reason}"))
-        self.log_transition(reason)
+        previous = SocketState.CONNECTED if was_connected else SocketState.AUTHENTICATING
+        self.log_transition(reason, previous)
 
-    def log_transition(self, reason: str | None = None) -> None:
-        """One structured event per state change."""
+    def log_transition(
+        self, reason: str | None = None, previous: SocketState | None = None
+    ) -> None:
+        """One structured event per state change.
+
+        Fields: ``state``, ``previous`` (the state left), ``reason``,
+        ``duration`` (seconds connected, on disconnect) and the socket's tags.
+        """
+        duration = None
+        if self.state is SocketState.DISCONNECTED and self.connected_at is not None:
+            duration = round(self.nsp.server.clock.seconds() - self.connected_at, 3)
         self.log.info(
             "socket {socket_id} {state} on {nsp} ({reason})",
             socket_id=self.id,
             state=self.state.value,
+            previous=previous.value if previous is not None else None,
             nsp=self.nsp.name,
             reason=reason or "-",
+            duration=duration,
             event="socket_state",
             **self.tags,
         )
