@@ -118,7 +118,8 @@ def _reconstruct(value: Any, buffers: list[bytes]) -> Any:
     return value
 
 
-def _check_payload(ptype: int, data: Any, ack_id: int | None) -> None:
+def _check_payload(ptype: int, data: Any, present: bool, ack_id: int | None) -> None:
+    """The reference parser's rules; ``present`` tells JSON ``null`` from no payload."""
     if ptype == EVENT or ptype == BINARY_EVENT:
         if not isinstance(data, list) or not data:
             raise DecodeError("invalid payload: an event needs a non-empty array")
@@ -134,10 +135,10 @@ def _check_payload(ptype: int, data: Any, ack_id: int | None) -> None:
         if ack_id is None:
             raise DecodeError("invalid payload: an ack needs an id")
     elif ptype == CONNECT:
-        if data is not None and not isinstance(data, dict):
+        if present and not isinstance(data, dict):
             raise DecodeError("invalid payload: CONNECT data must be an object")
     elif ptype == DISCONNECT:
-        if data is not None:
+        if present:
             raise DecodeError("invalid payload: DISCONNECT carries no data")
     elif not isinstance(data, str | dict):  # CONNECT_ERROR
         raise DecodeError("invalid payload: CONNECT_ERROR data must be a string or an object")
@@ -175,8 +176,9 @@ def _parse(text: str, max_attachments: int) -> tuple[Packet, int]:
         if j - i > _MAX_ACK_DIGITS or (ack_id := int(text[i:j])) > MAX_ACK_ID:
             raise DecodeError("invalid ack id: too large")
         i = j
-    data = jsonwire.loads(text[i:]) if i < n else None
-    _check_payload(ptype, data, ack_id)
+    present = i < n
+    data = jsonwire.loads(text[i:]) if present else None
+    _check_payload(ptype, data, present, ack_id)
     return Packet(ptype, nsp, data, ack_id), attachments
 
 

@@ -58,21 +58,6 @@ CHECKS = [
     "sio-malformed-null-connect-payload",
 ]
 
-#: Checks our server fails today, with the reason; strict, so a fix shows up as a failure here.
-KNOWN_BUGS = {
-    "sio-malformed-null-connect-payload": "server bug: caas_socket/protocol/socketio.py _parse()"
-    " reads a JSON null payload as 'no payload', so 40null is accepted as a CONNECT",
-}
-
-
-def _params() -> list[Any]:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name]))
-        if name in KNOWN_BUGS
-        else name
-        for name in CHECKS
-    ]
-
 
 @pytest.fixture(scope="module")
 def results(conformance_server: ConformanceServer) -> dict[str, Any]:
@@ -95,7 +80,7 @@ def results(conformance_server: ConformanceServer) -> dict[str, Any]:
     return {line["check"]: line for line in lines if "check" in line}
 
 
-@pytest.mark.parametrize("check", _params())
+@pytest.mark.parametrize("check", CHECKS)
 def test_conformance(results: dict[str, Any], conformance_server: ConformanceServer, check: str):
     result = results.get(check)
     assert result is not None, f"conformance.mjs has no check {check!r}"
