@@ -67,6 +67,8 @@ class EngineSession:
         "_wheel",
         "close_reason",
         "closed",
+        "dropped_bytes",
+        "messages_in",
         "packets_in",
         "packets_out",
         "sid",
@@ -94,6 +96,10 @@ class EngineSession:
         self.close_reason: str | None = None
         self.packets_in = 0
         self.packets_out = 0
+        #: Messages (not heartbeats) received: what counts as client activity.
+        self.messages_in = 0
+        #: Outbound bytes still unsent when the session ended.
+        self.dropped_bytes = 0
 
     def open(self, handshake: engineio.OpenHandshake, sink: MessageSink) -> None:
         """Send the open packet, start the heartbeat and deliver to ``sink``."""
@@ -129,6 +135,7 @@ class EngineSession:
         self.packets_in += 1
         # The hot path first: messages.
         if frame[:1] == engineio.MESSAGE:
+            self.messages_in += 1
             if self.sink is not None:
                 self.sink.on_message(frame[1:])
             return
@@ -153,6 +160,7 @@ class EngineSession:
         if self.closed:
             return
         self.packets_in += 1
+        self.messages_in += 1
         if self.sink is not None:
             self.sink.on_binary(data)
 
@@ -192,6 +200,7 @@ class EngineSession:
             return
         self.closed = True
         self.close_reason = reason
+        self.dropped_bytes = self._transport.buffered()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -216,6 +216,8 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
 
     def buffered(self) -> int:
         transport = self.transport
+        if not hasattr(transport, "dataBuffer"):
+            transport = getattr(transport, "transport", transport)  # TLS wraps TCP
         buffer = getattr(transport, "dataBuffer", b"")
         return len(buffer) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
