@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from ..app.activity import ActivityTracker
 from ..app.devices import LocalKicker
 from ..naming import user_room
 from ..protocol import socketio
@@ -90,15 +91,23 @@ class ClusterKicker:
         message = messages.Close(entry.socket_id, reason, reconnect=False)
         Deferred.fromCoroutine(self._bus.publish(entry.server_id, message))
 
+    def ask_idle(self, entry: Entry, before: int) -> None:
+        """Report a stale entry to the node that owns it."""
+        Deferred.fromCoroutine(self._bus.publish(entry.server_id, messages.Idle(entry, before)))
+
 
 class BusDispatcher:
     """Acts on the messages other nodes send to this one."""
 
     log = Logger()
 
-    def __init__(self, server: SocketServer, local: LocalKicker) -> None:
+    def __init__(
+        self, server: SocketServer, local: LocalKicker, activity: ActivityTracker | None = None
+    ) -> None:
         self._server = server
         self._local = local
+        #: Set once the node's activity tracker exists (it needs the registry first).
+        self.activity = activity
 
     def __call__(self, message: messages.Message) -> None:
         if isinstance(message, messages.Emit):
@@ -113,3 +122,11 @@ class BusDispatcher:
                 socket.close_connection("forced close")
             else:
                 self._local.kick_socket(socket, message.reason)
+        elif isinstance(message, messages.Idle) and self.activity is not None:
+            Deferred.fromCoroutine(self._check_idle(self.activity, message))
+
+    async def _check_idle(self, activity: ActivityTracker, message: messages.Idle) -> None:
+        try:
+            await activity.check_idle(message.entry, message.before)
+        except Exception:
+            self.log.failure("idle check of {socket_id} failed", socket_id=message.entry.socket_id)

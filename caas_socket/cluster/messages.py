@@ -24,6 +24,11 @@ these messages with a JSON library and string concatenation; see
 ``probe``
     ``{"t":"probe","from":serverId,"nonce":...}``: a node publishes one to itself
     to prove its subscription works.
+``idle``
+    ``{"t":"idle","entry":{registry entry},"before":ms}``: the registry says this
+    connection of the receiving node had no activity since ``before``; the
+    owner closes it if its own, fresher view agrees, and removes the entry if
+    the connection no longer exists.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from typing import Any
 
 import attrs
 
-__all__ = ["BusDecodeError", "Close", "Emit", "Message", "Probe", "decode", "encode"]
+from ..registry.interfaces import Entry
+
+__all__ = ["BusDecodeError", "Close", "Emit", "Idle", "Message", "Probe", "decode", "encode"]
 
 MAGIC = b"caas/1 "
 
@@ -76,7 +83,15 @@ class Probe:
     nonce: str
 
 
-Message = Emit | Close | Probe
+@attrs.frozen
+class Idle:
+    """A stale registry entry, reported to the node that owns it."""
+
+    entry: Entry
+    before: int
+
+
+Message = Emit | Close | Probe | Idle
 
 
 def _header(message: Message) -> tuple[dict[str, Any], bytes]:
@@ -96,6 +111,12 @@ def _header(message: Message) -> tuple[dict[str, Any], bytes]:
             "sid": message.socket_id,
             "reason": message.reason,
             "reconnect": message.reconnect,
+        }, b""
+    if isinstance(message, Idle):
+        return {
+            "t": "idle",
+            "entry": json.loads(message.entry.to_json()),
+            "before": message.before,
         }, b""
     return {"t": "probe", "from": message.sender, "nonce": message.nonce}, b""
 
@@ -137,6 +158,11 @@ def decode(data: bytes) -> Message:
             return Close(str(header["sid"]), str(header["reason"]), bool(header["reconnect"]))
         if kind == "probe":
             return Probe(str(header["from"]), str(header["nonce"]))
+        if kind == "idle":
+            before = header["before"]
+            if not isinstance(before, int):
+                raise BusDecodeError("before must be an integer")
+            return Idle(Entry.from_json(json.dumps(header["entry"])), before)
     except (ValueError, KeyError, TypeError, binascii.Error) as e:
         raise BusDecodeError(f"malformed message: {e}") from None
     raise BusDecodeError(f"unknown message type {kind!r}")
