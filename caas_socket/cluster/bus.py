@@ -43,7 +43,10 @@ class _Subscriber(txredisapi.SubscriberProtocol):
     bus: Bus
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
-        self.bus.received(message)
+        if channel == self.bus.channel:
+            self.bus.received(message)
+        else:
+            self.bus.received_on(channel, message)
 
     def connectionLost(self, why: Any) -> None:
         super().connectionLost(why)
@@ -82,6 +85,8 @@ class Bus(MultiService):
         health: BackendHealth,
         probe_interval: float = 2.0,
     ) -> None:
+        #: Other channels this node listens to (e.g. presence), with their handlers.
+        self.extra_channels: dict[bytes, Callable[[bytes], None]] = {}
         super().__init__()
         self._reactor = reactor
         self._url = url
@@ -114,7 +119,7 @@ class Bus(MultiService):
     async def _subscribe_async(self, protocol: _Subscriber) -> None:
         if self._url.password is not None:
             await protocol.auth(self._url.password, self._url.username)
-        await protocol.subscribe([self.channel])
+        await protocol.subscribe([self.channel, *self.extra_channels])
         self._subscriber = protocol
         self.subscriptions += 1
         self.log.info(
@@ -185,6 +190,15 @@ class Bus(MultiService):
             self._handler(message)
         except Exception:
             self.log.failure("bus handler failed for {kind}", kind=type(message).__name__)
+
+    def received_on(self, channel: bytes, payload: bytes) -> None:
+        handler = self.extra_channels.get(channel)
+        if handler is None:
+            return
+        try:
+            handler(payload)
+        except Exception:
+            self.log.failure("handler of channel {channel} failed", channel=channel)
 
     async def publish(self, server_id: str, message: messages.Message) -> bool:
         """Publish to one node; ``False`` (logged once per outage) when Redis fails."""

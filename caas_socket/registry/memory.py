@@ -78,6 +78,11 @@ class MemoryRegistry:
         self._generation: str | None = None
         self._ttl = 0.0
 
+    @property
+    def store(self) -> MemoryStore:
+        """The shared state (read by the single-node presence store)."""
+        return self._store
+
     @classmethod
     def standalone(cls, clock: IReactorTime) -> MemoryRegistry:
         """A registry with a store of its own: the single-node default."""
