@@ -15,9 +15,10 @@ from twisted.application.service import IService
 
 from .app.delivery import UserDelivery
 from .app.devices import Kicker, LocalKicker
+from .app.presence import MemoryPresenceStore, PresenceChange, PresenceStore
 from .config import Config
 from .registry.health import BackendHealth
-from .registry.interfaces import Registry
+from .registry.interfaces import Entry, Registry
 from .registry.memory import MemoryRegistry
 from .server import SocketServer
 
@@ -40,15 +41,32 @@ class Backend:
     hears_cluster: Callable[[], bool] = lambda: True
     #: Closes connections to the backend at the very end of a stop.
     close: Callable[[], Any] | None = None
+    #: Builds the presence store, given what to do with each published change.
+    presence_store: Callable[[Callable[[PresenceChange], None]], PresenceStore] | None = None
+    #: Reports a stale entry to the node that owns it (cluster only).
+    ask_owner: Callable[[Entry, int], None] | None = None
+    #: Handles messages of other nodes (cluster only); told about the activity tracker.
+    dispatcher: Any = None
 
 
 def _memory(config: Config, reactor: Any, server: SocketServer, local: LocalKicker) -> Backend:
-    return Backend("memory", MemoryRegistry.standalone(reactor), BackendHealth(reactor, "registry"))
+    registry = MemoryRegistry.standalone(reactor)
+    users = registry.store.users
+
+    def presence_store(publish: Callable[[PresenceChange], None]) -> PresenceStore:
+        return MemoryPresenceStore(
+            reactor, server.wheel, lambda t, u: users.get((t, u), {}).keys(), publish
+        )
+
+    return Backend(
+        "memory", registry, BackendHealth(reactor, "registry"), presence_store=presence_store
+    )
 
 
 def _redis(config: Config, reactor: Any, server: SocketServer, local: LocalKicker) -> Backend:
     from .cluster.bus import Bus
     from .cluster.delivery import BusDispatcher, ClusterDelivery, ClusterKicker
+    from .cluster.presence import RedisPresenceStore, decode_change
     from .redis_connection import RedisURL, open_pool
     from .registry.redis import RedisRegistry
 
@@ -61,15 +79,24 @@ def _redis(config: Config, reactor: Any, server: SocketServer, local: LocalKicke
     registry = RedisRegistry(
         pool, reactor, prefix=config.redis_prefix, timeout=config.redis_timeout
     )
+    dispatcher = BusDispatcher(server, local)
     bus = Bus(
         reactor,
         url,
         publisher,
         prefix=config.redis_prefix,
         server_id=config.server_id,
-        handler=BusDispatcher(server, local),
+        handler=dispatcher,
         health=health,
     )
+    kicker = ClusterKicker(local, bus, config.server_id)
+
+    def presence_store(publish: Callable[[PresenceChange], None]) -> PresenceStore:
+        store = RedisPresenceStore(
+            pool, reactor, prefix=config.redis_prefix, timeout=config.redis_timeout
+        )
+        bus.extra_channels[store.channel] = lambda payload: publish(decode_change(payload))
+        return store
 
     async def close() -> None:
         await pool.disconnect()
@@ -82,10 +109,13 @@ def _redis(config: Config, reactor: Any, server: SocketServer, local: LocalKicke
         delivery=ClusterDelivery(
             server, bus, prefix=config.redis_prefix, server_id=config.server_id
         ),
-        kicker=ClusterKicker(local, bus, config.server_id),
+        kicker=kicker,
         services=[bus],
         hears_cluster=lambda: bus.verified,
         close=close,
+        presence_store=presence_store,
+        ask_owner=kicker.ask_idle,
+        dispatcher=dispatcher,
     )
 
 

@@ -263,6 +263,14 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("redis-prefix", key_prefix, "caas:", "Prefix of every Redis key and channel."),
     Opt("redis-timeout", duration, 1.0, "Bound of every Redis call."),
     Opt("lease-ttl", duration, 10.0, "Node lease lifetime: a dead node is reaped within about 1.25x this."),  # noqa: E501
+    Opt("idle-timeout", duration, 300.0, "Close connections that sent no message for this long."),
+    Opt("sweep-interval", duration, 60.0, "How often idle connections are swept."),
+    Opt("activity-flush-interval", duration, 30.0, "How often lastActivity is written to the registry, in one batch."),  # noqa: E501
+    Opt("presence-grace", duration, 5.0, "Wait this long after a user's last device left before announcing offline."),  # noqa: E501
+    Opt("max-presence-subscriptions", positive_int, 200, "Users one connection may follow the presence of."),  # noqa: E501
+    Opt("drain-period", duration, 30.0, "On SIGTERM, close connections over at most this long (systemd's TimeoutStopSec must exceed it)."),  # noqa: E501
+    Opt("token-refresh-event", text, None, "If set, emit this event (with an ack) before a token expires, asking the client for a fresh one."),  # noqa: E501
+    Opt("token-refresh-lead", duration, 60.0, "How long before expiry the refresh event is sent."),
 )
 # fmt: on
 OPTIONS_BY_NAME: Mapping[str, Opt] = {opt.name: opt for opt in OPTIONS}
@@ -415,6 +423,14 @@ class Config:
     redis_prefix: str
     redis_timeout: float
     lease_ttl: float
+    idle_timeout: float
+    sweep_interval: float
+    activity_flush_interval: float
+    presence_grace: float
+    max_presence_subscriptions: int
+    drain_period: float
+    token_refresh_event: str | None
+    token_refresh_lead: float
 
     def __attrs_post_init__(self) -> None:
         _check_together(self)

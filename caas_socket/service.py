@@ -6,21 +6,29 @@ from typing import Any
 
 import txaio
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from .app import CaasApp
+from .app.activity import ActivityTracker
 from .app.devices import LocalKicker
+from .app.expiry import TokenExpiry
+from .app.presence import Presence
 from .auth import build_verifier
 from .backends import build_backend
 from .cluster.lifecycle import NodeLifecycle
 from .config import Config
+from .drain import Drainer
 from .listeners import Listener
+from .periodic import PeriodicService
 from .registry.interfaces import DeviceLimitPolicy
 from .server import Settings, SocketServer
 from .transport.websocket import EngineWebSocketFactory
 
 __all__ = ["CaasService", "build_service", "settings_from"]
+
+#: How often due presence checks run (offline announcements come this late at most).
+PRESENCE_SWEEP_INTERVAL = 1.0
 
 _DEV_BANNER = """
   ###########################################################################
@@ -46,7 +54,7 @@ def settings_from(config: Config) -> Settings:
 
 
 class CaasService(MultiService):
-    """One caas-socket node: listeners, the Socket.IO server, the CaaS app, its backend."""
+    """One caas-socket node: listeners, the Socket.IO server, the CaaS features, the backend."""
 
     log = Logger()
 
@@ -54,10 +62,10 @@ class CaasService(MultiService):
         super().__init__()
         self.config = config
         self.reactor = reactor
-        self.socket_server = SocketServer(reactor, settings_from(config))
+        self.socket_server = server = SocketServer(reactor, settings_from(config))
         self.local = LocalKicker()
-        self.backend = build_backend(config, reactor, self.socket_server, self.local)
-        self.registry = self.backend.registry
+        self.backend = backend = build_backend(config, reactor, server, self.local)
+        self.registry = backend.registry
         verifier = build_verifier(
             mode=config.auth,
             secret=config.jwt_secret,
@@ -72,7 +80,7 @@ class CaasService(MultiService):
             now=reactor.seconds,
         )
         self.app = CaasApp(
-            self.socket_server,
+            server,
             verifier=verifier,
             registry=self.registry,
             server_id=config.server_id,
@@ -80,29 +88,84 @@ class CaasService(MultiService):
             max_devices=config.max_devices,
             policy=DeviceLimitPolicy(config.device_limit_policy),
             local_kicker=self.local,
-            delivery=self.backend.delivery,
-            kicker=self.backend.kicker,
-            health=self.backend.health,
+            delivery=backend.delivery,
+            kicker=backend.kicker,
+            health=backend.health,
         )
+        TokenExpiry(
+            reactor,
+            server.wheel,
+            verifier,
+            leeway=config.jwt_leeway,
+            refresh_event=config.token_refresh_event,
+            lead=config.token_refresh_lead,
+        ).install(server.main)
+        assert backend.presence_store is not None
+        self.presence = Presence(
+            server.main,
+            # late bound: self.presence is being built
+            backend.presence_store(lambda change: self.presence.deliver(change)),  # noqa: PLW0108
+            grace=config.presence_grace,
+            max_subscriptions=config.max_presence_subscriptions,
+        )
+        self.activity = ActivityTracker(
+            reactor,
+            self.registry,
+            self.local,
+            backend.health,
+            server_id=config.server_id,
+            idle_timeout=config.idle_timeout,
+            flush_interval=config.activity_flush_interval,
+            ask_owner=backend.ask_owner,
+        )
+        if backend.dispatcher is not None:
+            backend.dispatcher.activity = self.activity
         self.lifecycle = NodeLifecycle(
             reactor,
             self.registry,
             self.local,
-            self.backend.health,
+            backend.health,
             server_id=config.server_id,
             ttl=config.lease_ttl,
+            on_reaped=self.presence.entries_gone,
         )
-        self.factory = EngineWebSocketFactory(self.socket_server, reactor)
+        self.drainer = Drainer(reactor, server, config.drain_period)
+        self.factory = EngineWebSocketFactory(server, reactor)
         self.listeners = [
             Listener(reactor, endpoint, self.factory, "socket.io") for endpoint in config.listen
         ]
-        for service in [*self.backend.services, self.lifecycle, *self.listeners]:
+        self.periodic = [
+            PeriodicService(
+                reactor,
+                config.activity_flush_interval,
+                self.activity.flush,
+                "activity flush",
+                now=False,
+            ),
+            PeriodicService(
+                reactor, config.sweep_interval, self.activity.sweep, "idle sweep", now=False
+            ),
+            PeriodicService(
+                reactor, PRESENCE_SWEEP_INTERVAL, self.presence.run_due_checks, "presence checks"
+            ),
+        ]
+        for service in [*backend.services, self.lifecycle, *self.periodic, *self.listeners]:
             service.setServiceParent(self)
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self.drainer.draining
+
+    @property
+    def drain_remaining(self) -> int:
+        return self.drainer.remaining
 
     def readiness(self) -> dict[str, bool]:
         """Each condition of readiness; the node is ready when all hold."""
         return {
-            "accepting": self.factory.accepting,
+            "accepting": self.factory.accepting and not self.drainer.draining,
             "lease": self.lifecycle.leased,
             "registry": self.backend.health.available,
             "bus": self.backend.hears_cluster(),
@@ -112,6 +175,8 @@ class CaasService(MultiService):
     def ready(self) -> bool:
         """Whether a load balancer should send clients here."""
         return all(self.readiness().values())
+
+    # -- start and stop --------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
@@ -127,24 +192,37 @@ class CaasService(MultiService):
             address = f"{bound[0].host}:{bound[0].port}" if bound else "127.0.0.1:8080"
             self.log.warn(_DEV_BANNER, address=address)
 
-    def stopService(self) -> Any:
-        """Stop in order: listeners, connections, the lease, then the backend."""
-        from twisted.internet.defer import Deferred
-
+    def stopService(self) -> Deferred[None]:
+        """Drain, then stop; twistd waits for the returned Deferred."""
+        self.drainer.draining = True  # /readyz turns red before anything else happens
+        self.factory.accepting = False
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        self.factory.accepting = False
-        await DeferredList([maybeDeferred(lst.stopService) for lst in self.listeners])
-        self.socket_server.close_all("server shutting down")
+        self.log.info(
+            "node {server_id} draining {count} connections over at most {period}s",
+            server_id=self.config.server_id,
+            count=len(self.socket_server.connections),
+            period=self.config.drain_period,
+            event="drain_started",
+        )
+        await _stop_all(self.listeners)
+        await self.drainer.drain()
+        await _stop_all(self.periodic)
         await maybeDeferred(self.lifecycle.stopService)
         await self.lifecycle.release()
-        await DeferredList([maybeDeferred(s.stopService) for s in self.backend.services])
+        await _stop_all(self.backend.services)
         if self.backend.close is not None:
             await self.backend.close()
         self.socket_server.wheel.stop()
         self.running = False
-        self.log.info("node {server_id} stopped", server_id=self.config.server_id)
+        self.log.info(
+            "node {server_id} stopped", server_id=self.config.server_id, event="node_stopped"
+        )
+
+
+async def _stop_all(services: list[Any]) -> None:
+    await DeferredList([maybeDeferred(service.stopService) for service in services])
 
 
 def build_service(config: Config, reactor: Any) -> IService:

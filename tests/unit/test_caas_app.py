@@ -158,7 +158,7 @@ class SlowRegistry(MemoryRegistry):
     """A registry whose register() waits for the test to release it."""
 
     def __init__(self, clock: Clock) -> None:
-        super().__init__(MemoryRegistry.standalone(clock)._store)
+        super().__init__(MemoryRegistry.standalone(clock).store)
         self.gate: Deferred[None] = Deferred()
 
     async def register(
