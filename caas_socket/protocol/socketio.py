@@ -78,31 +78,35 @@ def _deconstruct(value: Any, buffers: list[bytes]) -> Any:
     return value
 
 
-def encode(packet: Packet) -> list[str | bytes]:
-    """The frames of ``packet``: its text, then one ``bytes`` per attachment.
-
-    An EVENT or ACK whose data holds buffers is sent as BINARY_EVENT/BINARY_ACK,
-    as socket.io does.
-    """
-    ptype, nsp, data, ack_id = packet
-    buffers: list[bytes] | None = None
-    if (ptype == EVENT or ptype == ACK) and data is not None and has_binary(data):
-        ptype += 3
-    if ptype == BINARY_EVENT or ptype == BINARY_ACK:
-        buffers = []
-        data = _deconstruct(data, buffers)
-        text = f"{ptype}{len(buffers)}-"
-    else:
-        text = str(ptype)
+def _head(ptype: int, nsp: str, ack_id: int | None, attachments: int | None) -> str:
+    text = str(ptype) if attachments is None else f"{ptype}{attachments}-"
     if nsp != "/":
         text += nsp + ","
     if ack_id is not None:
         text += str(ack_id)
-    if data is not None:
-        text += jsonwire.dumps(data)
-    if buffers:
-        return [text, *buffers]
-    return [text]
+    return text
+
+
+def encode(packet: Packet) -> list[str | bytes]:
+    """The frames of ``packet``: its text, then one ``bytes`` per attachment.
+
+    An EVENT or ACK whose data holds buffers is sent as BINARY_EVENT/BINARY_ACK,
+    as socket.io does.  The JSON encoder itself finds the buffers (it cannot
+    encode them), so plain data is never walked twice.
+    """
+    ptype, nsp, data, ack_id = packet
+    if ptype != BINARY_EVENT and ptype != BINARY_ACK:
+        if data is None:
+            return [_head(ptype, nsp, ack_id, None)]
+        try:
+            return [_head(ptype, nsp, ack_id, None) + jsonwire.dumps(data)]
+        except TypeError:
+            if (ptype != EVENT and ptype != ACK) or not has_binary(data):
+                raise
+            ptype += 3
+    buffers: list[bytes] = []
+    data = _deconstruct(data, buffers)
+    return [_head(ptype, nsp, ack_id, len(buffers)) + jsonwire.dumps(data), *buffers]
 
 
 def _reconstruct(value: Any, buffers: list[bytes]) -> Any:

@@ -157,6 +157,60 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
 
     # -- frames in -------------------------------------------------------------
 
+    def dataReceived(self, data: bytes) -> None:
+        """Read complete, unfragmented data frames directly; leave the rest to Autobahn.
+
+        Nearly every frame a client sends is one masked text or binary frame.
+        Those are unmasked and handed to the session here, without Autobahn's
+        per-frame state machine, futures and debug formatting.  Anything else
+        (control frames, fragments, a frame cut across reads, oversize or
+        invalid UTF-8, any protocol violation) goes, from its first byte, to
+        Autobahn, which handles or fails it exactly as before.
+        """
+        session = self.session
+        if (
+            session is None
+            or self.state != _OPEN
+            or self.current_frame is not None
+            or self.inside_message
+            or self.data
+        ):
+            self._dataReceived(data)
+            return
+        end = len(data)
+        limit = self.maxMessagePayloadSize
+        i = 0
+        while end - i >= 6:
+            head, second = data[i], data[i + 1]
+            opcode = head & 0x0F
+            # FIN set, no RSV bits, text or binary, masked (as clients must).
+            if head & 0xF0 != 0x80 or (opcode != 1 and opcode != 2) or not second & 0x80:
+                break
+            length = second & 0x7F
+            start = i + 6
+            if length == 126:
+                start += 2
+                length = int.from_bytes(data[i + 2 : i + 4], "big")
+            elif length == 127:
+                break
+            if (limit and length > limit) or end - start < length:
+                break
+            payload = _unmask(data[start : start + length], data[start - 4 : start])
+            if opcode == 1:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
+                i = start + length
+                session.receive_text(text)
+            else:
+                i = start + length
+                session.receive_binary(payload)
+            if self.state != _OPEN:
+                return
+        if i < end:
+            self._dataReceived(data[i:])
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         session = self.session
         if session is None:
@@ -220,6 +274,15 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
             transport = getattr(transport, "transport", transport)  # TLS wraps TCP
         buffer = getattr(transport, "dataBuffer", b"")
         return len(buffer) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the repeated 4-byte ``mask``, in C-speed big-integer ops."""
+    n = len(payload)
+    if not n:
+        return b""
+    key = (mask * ((n + 3) // 4))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"}
