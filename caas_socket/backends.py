@@ -47,6 +47,8 @@ class Backend:
     ask_owner: Callable[[Entry, int], None] | None = None
     #: Handles messages of other nodes (cluster only); told about the activity tracker.
     dispatcher: Any = None
+    #: Redis connections by kind ("registry", "bus"), for latency metrics.
+    redis_connections: dict[str, Any] = attrs.Factory(dict)
 
 
 def _memory(config: Config, reactor: Any, server: SocketServer, local: LocalKicker) -> Backend:
@@ -116,6 +118,7 @@ def _redis(config: Config, reactor: Any, server: SocketServer, local: LocalKicke
         presence_store=presence_store,
         ask_owner=kicker.ask_idle,
         dispatcher=dispatcher,
+        redis_connections={"registry": pool, "bus": publisher},
     )
 
 

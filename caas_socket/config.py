@@ -259,6 +259,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("connect-timeout", duration, 45.0, "Time allowed to complete the Socket.IO connect."),
     Opt("max-payload", positive_int, 1_000_000, "Largest accepted message, in bytes."),
     Opt("server-id", server_id, None, "This node's cluster id, 1-64 of [A-Za-z0-9._-]. Default: hostname-pid."),  # noqa: E501
+    Opt("health-listen", endpoints, ("tcp:9090:interface=127.0.0.1",), "Endpoint of /healthz, /readyz and /metrics (twisted.web); repeatable like --listen.", repeatable=True),  # noqa: E501
     Opt("redis", redis_url, None, "Cluster mode: redis://[:pw@]host:port/db, rediss://... (TLS) or redis+sentinel://h1:p1,h2:p2/service. Default: single node, in-memory registry."),  # noqa: E501
     Opt("redis-prefix", key_prefix, "caas:", "Prefix of every Redis key and channel."),
     Opt("redis-timeout", duration, 1.0, "Bound of every Redis call."),
@@ -419,6 +420,7 @@ class Config:
     connect_timeout: float
     max_payload: int
     server_id: str
+    health_listen: tuple[str, ...]
     redis: str | None
     redis_prefix: str
     redis_timeout: float

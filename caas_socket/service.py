@@ -7,7 +7,7 @@ from typing import Any
 import txaio
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 
 from .app import CaasApp
 from .app.activity import ActivityTracker
@@ -20,6 +20,7 @@ from .cluster.lifecycle import NodeLifecycle
 from .config import Config
 from .drain import Drainer
 from .listeners import Listener
+from .observability import Metrics, MetricsObserver, ServiceView, build_health_site
 from .periodic import PeriodicService
 from .registry.interfaces import DeviceLimitPolicy
 from .server import Settings, SocketServer
@@ -130,6 +131,16 @@ class CaasService(MultiService):
             on_reaped=self.presence.entries_gone,
         )
         self.drainer = Drainer(reactor, server, config.drain_period)
+        self.metrics = Metrics()
+        self.metrics.watch(ServiceView(self))
+        self.metrics_observer = MetricsObserver(self.metrics)
+        self.presence.on_change = lambda change: self.metrics.presence.labels(change.status).inc()
+        for kind, connection in backend.redis_connections.items():
+            connection.observer = self.metrics.redis_observer(kind)
+        site = build_health_site(self.readiness, self.metrics, reactor=reactor)
+        self.health_listeners = [
+            Listener(reactor, endpoint, site, "health") for endpoint in config.health_listen
+        ]
         self.factory = EngineWebSocketFactory(server, reactor)
         self.listeners = [
             Listener(reactor, endpoint, self.factory, "socket.io") for endpoint in config.listen
@@ -149,7 +160,13 @@ class CaasService(MultiService):
                 reactor, PRESENCE_SWEEP_INTERVAL, self.presence.run_due_checks, "presence checks"
             ),
         ]
-        for service in [*backend.services, self.lifecycle, *self.periodic, *self.listeners]:
+        for service in [
+            *self.health_listeners,
+            *backend.services,
+            self.lifecycle,
+            *self.periodic,
+            *self.listeners,
+        ]:
             service.setServiceParent(self)
 
     # -- state -----------------------------------------------------------------
@@ -179,6 +196,7 @@ class CaasService(MultiService):
     # -- start and stop --------------------------------------------------------
 
     def startService(self) -> None:
+        globalLogPublisher.addObserver(self.metrics_observer)
         super().startService()
         self.log.info(
             "node {server_id} started (auth {auth}, registry {registry})",
@@ -215,6 +233,9 @@ class CaasService(MultiService):
         if self.backend.close is not None:
             await self.backend.close()
         self.socket_server.wheel.stop()
+        # Last: until now /readyz said 503 and /metrics showed the drain.
+        await _stop_all(self.health_listeners)
+        globalLogPublisher.removeObserver(self.metrics_observer)
         self.running = False
         self.log.info(
             "node {server_id} stopped", server_id=self.config.server_id, event="node_stopped"

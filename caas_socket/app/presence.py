@@ -191,6 +191,8 @@ class Presence:
         self.grace = grace
         self.max_subscriptions = max_subscriptions
         self.published = 0
+        #: Told about every change delivered here (metrics).
+        self.on_change: Callable[[PresenceChange], None] | None = None
         nsp.on_connect(self._online)
         nsp.on_disconnect(self._left)
         nsp.on("presence:get", self._get)
@@ -202,15 +204,8 @@ class Presence:
     def deliver(self, change: PresenceChange) -> None:
         """A published change: tell the local subscribers."""
         self.published += 1
-        self.log.debug(
-            "presence {tenant}/{user} {device} {status} v{version}",
-            tenant=change.tenant_id,
-            user=change.user_id,
-            device=change.device_id or "-",
-            status=change.status,
-            version=change.version,
-            event="presence",
-        )
+        if self.on_change is not None:
+            self.on_change(change)
         room = presence_room(change.tenant_id, change.user_id)
         self._nsp.to(room).emit("presence", change.to_client())
 

@@ -78,7 +78,6 @@ class MetricsObserver:
             "token_expired": self._plain(m.token_expiries),
             "token_refreshed": self._plain(m.token_refreshes),
             "token_refresh_refused": self._labelled(m.token_refresh_refusals, "code"),
-            "presence": self._labelled(m.presence, "status"),
             "drain": self._drain,
         }
 

@@ -175,8 +175,8 @@ class Namespace:
             result = handler(socket, *args)
         except Exception:
             self.log.failure(
-                "handler of {event!r} failed for socket {socket_id}",
-                event=event,
+                "handler of {sio_event!r} failed for socket {socket_id}",
+                sio_event=event,
                 socket_id=socket.id,
             )
             return
@@ -184,9 +184,9 @@ class Namespace:
             ensureDeferred(result).addCallbacks(  # type: ignore[arg-type]
                 lambda r: socket._send_ack(ack_id, r) if ack_id is not None else None,
                 lambda f: self.log.failure(
-                    "handler of {event!r} failed for socket {socket_id}",
+                    "handler of {sio_event!r} failed for socket {socket_id}",
                     f,
-                    event=event,
+                    sio_event=event,
                     socket_id=socket.id,
                 ),
             )

@@ -315,6 +315,9 @@ class CaasNode(ServerProcess):
 
     def __init__(self, args: Sequence[str] = (), **kwargs: Any) -> None:
         listen = [] if "--listen" in args else ["--listen", "tcp:0:interface=127.0.0.1"]
+        if "--health-listen" not in args:
+            # never the default 9090: several nodes run at once
+            listen += ["--health-listen", "tcp:0:interface=127.0.0.1"]
         kwargs.setdefault("name", "caas-socket")
         kwargs.setdefault("ready", [r"node \S+ started"])
         super().__init__(
@@ -323,6 +326,14 @@ class CaasNode(ServerProcess):
             **kwargs,
         )
         self.args = list(args)
+
+    @property
+    def health_url(self) -> str:
+        """``http://host:port`` of /healthz, /readyz and /metrics."""
+        match = self.find(r"health " + _LISTENING)
+        if match is None:
+            raise ServerExited(f"{self.name} did not log its health listener")
+        return f"http://{match['host']}:{match['port']}"
 
 
 class ConformanceServer(ServerProcess):

@@ -82,7 +82,6 @@ REFUSED = {**GONE, "previous": "authenticating", "reason": "refused: Authenticat
         ("token_refreshed", {}, "token_refreshes", {}, 1),
         ("token_refresh_refused", {"code": "expired"}, "token_refresh_refusals",
          {"code": "expired"}, 1),
-        ("presence", {"status": "online"}, "presence_events", {"status": "online"}, 1),
         ("drain", {"closed": 10, "remaining": 5}, "drain_closed", {}, 10),
         ("node_stopped", {}, "drain_closed", {}, 0),
     ],
