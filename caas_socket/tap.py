@@ -106,8 +106,12 @@ def makeService(options: Options) -> IService:
     :class:`~twisted.python.usage.UsageError`.
     """
     config = Config.from_options(options, os.environ)
+    import prometheus_client
     from twisted.internet import reactor
 
     from caas_socket.service import build_service
+
+    # Process-wide switch: no "_created" twin of every counter in /metrics.
+    prometheus_client.disable_created_metrics()
 
     return build_service(config, reactor)
