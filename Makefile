@@ -23,7 +23,7 @@ run: install
 	$(BIN)/twistd -n --pidfile= caas-socket --auth none
 
 test: install tests/interop/node_modules/.package-lock.json
-	scripts/ensure-redis
+	scripts/ensure-system-packages
 	$(BIN)/ruff check caas_socket twisted tests
 	$(BIN)/python -m pytest
 
