@@ -7,14 +7,16 @@ service the same parts, so nothing else needs to know which one runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 from twisted.application.service import IService
 
+from .app.commands import Command, encode_command
 from .app.delivery import UserDelivery
 from .app.devices import Kicker, LocalKicker
+from .app.operations import MemoryUserRooms, UserRooms
 from .app.presence import MemoryPresenceStore, PresenceChange, PresenceStore
 from .config import Config
 from .registry.health import BackendHealth
@@ -49,6 +51,12 @@ class Backend:
     dispatcher: Any = None
     #: Redis connections by kind ("registry", "bus"), for latency metrics.
     redis_connections: dict[str, Any] = attrs.Factory(dict)
+    #: Rooms users joined for all their connections.
+    user_rooms: UserRooms | None = None
+    #: Sends a command to every node; ``None``: apply it here, the only node.
+    publish_command: Callable[[Command], Awaitable[None]] | None = None
+    #: Registers the handler of commands arriving from the cluster (payload bytes).
+    subscribe_commands: Callable[[Callable[[bytes], None]], None] | None = None
 
 
 def _memory(config: Config, reactor: Any, server: SocketServer, local: LocalKicker) -> Backend:
@@ -61,7 +69,11 @@ def _memory(config: Config, reactor: Any, server: SocketServer, local: LocalKick
         )
 
     return Backend(
-        "memory", registry, BackendHealth(reactor, "registry"), presence_store=presence_store
+        "memory",
+        registry,
+        BackendHealth(reactor, "registry"),
+        presence_store=presence_store,
+        user_rooms=MemoryUserRooms(config.max_rooms_per_user),
     )
 
 
@@ -69,7 +81,9 @@ def _redis(config: Config, reactor: Any, server: SocketServer, local: LocalKicke
     from .cluster.bus import Bus
     from .cluster.delivery import BusDispatcher, ClusterDelivery, ClusterKicker
     from .cluster.presence import RedisPresenceStore, decode_change
+    from .cluster.rooms import RedisUserRooms
     from .redis_connection import RedisURL, open_pool
+    from .registry.interfaces import RegistryUnavailable
     from .registry.redis import RedisRegistry
 
     assert config.redis is not None
@@ -100,6 +114,15 @@ def _redis(config: Config, reactor: Any, server: SocketServer, local: LocalKicke
         bus.extra_channels[store.channel] = lambda payload: publish(decode_change(payload))
         return store
 
+    api_channel = f"{config.redis_prefix}api".encode()
+
+    async def publish_command(command: Command) -> None:
+        if not await bus.publish_raw(api_channel, encode_command(command)):
+            raise RegistryUnavailable("Redis did not take the command")
+
+    def subscribe_commands(handler: Callable[[bytes], None]) -> None:
+        bus.extra_channels[api_channel] = handler
+
     async def close() -> None:
         await pool.disconnect()
         await publisher.disconnect()
@@ -119,6 +142,15 @@ def _redis(config: Config, reactor: Any, server: SocketServer, local: LocalKicke
         ask_owner=kicker.ask_idle,
         dispatcher=dispatcher,
         redis_connections={"registry": pool, "bus": publisher},
+        user_rooms=RedisUserRooms(
+            pool,
+            reactor,
+            prefix=config.redis_prefix,
+            timeout=config.redis_timeout,
+            max_rooms=config.max_rooms_per_user,
+        ),
+        publish_command=publish_command,
+        subscribe_commands=subscribe_commands,
     )
 
 

@@ -269,6 +269,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("activity-flush-interval", duration, 30.0, "How often lastActivity is written to the registry, in one batch."),  # noqa: E501
     Opt("presence-grace", duration, 5.0, "Wait this long after a user's last device left before announcing offline."),  # noqa: E501
     Opt("max-presence-subscriptions", positive_int, 200, "Users one connection may follow the presence of."),  # noqa: E501
+    Opt("max-rooms-per-user", positive_int, 1000, "Rooms a user may be joined to by the API."),
     Opt("drain-period", duration, 30.0, "On SIGTERM, close connections over at most this long (systemd's TimeoutStopSec must exceed it)."),  # noqa: E501
     Opt("token-refresh-event", text, None, "If set, emit this event (with an ack) before a token expires, asking the client for a fresh one."),  # noqa: E501
     Opt("token-refresh-lead", duration, 60.0, "How long before expiry the refresh event is sent."),
@@ -430,6 +431,7 @@ class Config:
     activity_flush_interval: float
     presence_grace: float
     max_presence_subscriptions: int
+    max_rooms_per_user: int
     drain_period: float
     token_refresh_event: str | None
     token_refresh_lead: float

@@ -11,8 +11,10 @@ from twisted.logger import Logger, globalLogPublisher
 
 from .app import CaasApp
 from .app.activity import ActivityTracker
+from .app.commands import CommandError, decode_command
 from .app.devices import LocalKicker
 from .app.expiry import TokenExpiry
+from .app.operations import LocalApplier, Operations, join_user_rooms
 from .app.presence import Presence
 from .auth import build_verifier
 from .backends import build_backend
@@ -101,13 +103,24 @@ class CaasService(MultiService):
             refresh_event=config.token_refresh_event,
             lead=config.token_refresh_lead,
         ).install(server.main)
-        assert backend.presence_store is not None
+        assert backend.user_rooms is not None and backend.presence_store is not None
+        self.user_rooms = backend.user_rooms
+        server.main.use(join_user_rooms(self.user_rooms))
         self.presence = Presence(
             server.main,
             # late bound: self.presence is being built
             backend.presence_store(lambda change: self.presence.deliver(change)),  # noqa: PLW0108
             grace=config.presence_grace,
             max_subscriptions=config.max_presence_subscriptions,
+        )
+        self.applier = LocalApplier(server.main, self.local, self.user_rooms)
+        if backend.subscribe_commands is not None:
+            backend.subscribe_commands(self._command_received)
+        self.operations = Operations(
+            self.registry,
+            self.presence.store,
+            self.user_rooms,
+            backend.publish_command or self.applier.apply,
         )
         self.activity = ActivityTracker(
             reactor,
@@ -168,6 +181,22 @@ class CaasService(MultiService):
             *self.listeners,
         ]:
             service.setServiceParent(self)
+
+    def _command_received(self, payload: bytes) -> None:
+        """A command from the cluster (the HTTP API of some node, or a service)."""
+        try:
+            command = decode_command(payload)
+        except CommandError as e:
+            self.log.warn(
+                "command refused: {code} ({message})",
+                code=e.code,
+                message=e.message,
+                event="command_refused",
+            )
+            return
+        Deferred.fromCoroutine(self.applier.apply(command)).addErrback(
+            lambda f: self.log.failure("command {op} failed", f, op=command.op)
+        )
 
     # -- state -----------------------------------------------------------------
 

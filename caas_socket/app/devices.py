@@ -56,20 +56,28 @@ class LocalKicker:
         if socket is not None:
             self.kick_socket(socket, reason)
 
-    def kick_socket(self, socket: Socket, reason: str) -> None:
-        """``caas:kicked`` then DISCONNECT: the client does not come back by itself."""
+    def kick_socket(self, socket: Socket, reason: str, *, reconnect: bool = False) -> None:
+        """``caas:kicked`` ``{"reason"}``, then a DISCONNECT: the client stays away.
+
+        With ``reconnect`` the event says ``"reconnect": true`` and the transport
+        is closed instead, so the client comes back (to any node).
+        """
         self.log.info(
             "kicking socket {socket_id}: {reason}",
             socket_id=socket.id,
             reason=reason,
+            reconnect=reconnect,
             event="kick",
             **socket.tags,
         )
-        if socket.connected:
+        if not socket.connected:
+            socket.close_connection("forced close")
+        elif reconnect:
+            socket.emit(KICKED_EVENT, {"reason": reason, "reconnect": True})
+            socket.close_connection("forced close")
+        else:
             socket.emit(KICKED_EVENT, {"reason": reason})
             socket.disconnect()
-        else:
-            socket.close_connection("forced close")
 
 
 class RegisterDevice:
