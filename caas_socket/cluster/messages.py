@@ -24,12 +24,6 @@ these messages with a JSON library and string concatenation; see
 ``probe``
     ``{"t":"probe","from":serverId,"nonce":...}``: a node publishes one to itself
     to prove its subscription works.
-``rooms``
-    ``{"t":"rooms","target":[rooms],"join":[rooms],"leave":[rooms]}``: the local
-    sockets in any ``target`` room join and leave the given rooms.
-``kick``
-    ``{"t":"kick","target":[rooms],"reason":...,"reconnect":false}``: end the
-    local sockets in any ``target`` room, like ``close`` for each.
 ``idle``
     ``{"t":"idle","entry":{registry entry},"before":ms}``: the registry says this
     connection of the receiving node had no activity since ``before``; the
@@ -53,10 +47,8 @@ __all__ = [
     "Close",
     "Emit",
     "Idle",
-    "Kick",
     "Message",
     "Probe",
-    "Rooms",
     "decode",
     "encode",
 ]
@@ -108,25 +100,7 @@ class Idle:
     before: int
 
 
-@attrs.frozen
-class Rooms:
-    """Sockets in any ``target`` room join ``join`` and leave ``leave``."""
-
-    target: tuple[str, ...]
-    join: tuple[str, ...] = ()
-    leave: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class Kick:
-    """End the sockets in any ``target`` room."""
-
-    target: tuple[str, ...]
-    reason: str
-    reconnect: bool = False
-
-
-Message = Emit | Close | Probe | Idle | Rooms | Kick
+Message = Emit | Close | Probe | Idle
 
 
 def _header(message: Message) -> tuple[dict[str, Any], bytes]:
@@ -144,20 +118,6 @@ def _header(message: Message) -> tuple[dict[str, Any], bytes]:
         return {
             "t": "close",
             "sid": message.socket_id,
-            "reason": message.reason,
-            "reconnect": message.reconnect,
-        }, b""
-    if isinstance(message, Rooms):
-        return {
-            "t": "rooms",
-            "target": list(message.target),
-            "join": list(message.join),
-            "leave": list(message.leave),
-        }, b""
-    if isinstance(message, Kick):
-        return {
-            "t": "kick",
-            "target": list(message.target),
             "reason": message.reason,
             "reconnect": message.reconnect,
         }, b""
@@ -207,18 +167,6 @@ def decode(data: bytes) -> Message:
             return Close(str(header["sid"]), str(header["reason"]), bool(header["reconnect"]))
         if kind == "probe":
             return Probe(str(header["from"]), str(header["nonce"]))
-        if kind == "rooms":
-            return Rooms(
-                _strings(header["target"], "target"),
-                _strings(header.get("join", []), "join"),
-                _strings(header.get("leave", []), "leave"),
-            )
-        if kind == "kick":
-            return Kick(
-                _strings(header["target"], "target"),
-                str(header["reason"]),
-                bool(header["reconnect"]),
-            )
         if kind == "idle":
             before = header["before"]
             if not isinstance(before, int):
