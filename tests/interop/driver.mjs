@@ -6,7 +6,9 @@
 //
 // Commands:
 //   {"cmd":"connect","id":"c1","url":"ws://127.0.0.1:PORT[/nsp]","auth":{...},"query":{...},
-//    "opts":{...extra io() options...},"acks":{"event":[args...]}}
+//    "opts":{...extra io() options...},"acks":{"event":[args...]},"authTokens":["jwt1",...]}
+//      With "authTokens", auth is a function (called before every connection attempt) giving
+//      {...auth, token: the next token of the list}; the last one is reused once all were used.
 //   {"cmd":"emit","id":"c1","event":"name","args":[...],"ack":true,"timeout":ms,"ref":"r1"}
 //   {"cmd":"on-ack","id":"c1","event":"name","args":[...]}   ack that server event with args
 //   {"cmd":"open","id":"c1"}           socket.connect() again (manual reconnection)
@@ -23,6 +25,7 @@
 //   {"id","type":"event","name","args","ack"}               any server event
 //   {"id","type":"ack","ref","args"} or {"id","type":"ack","ref","error"}
 //   {"id","type":"acked","name","ref"}                       an on-ack handler answered
+//   {"id","type":"auth-token","call"}                        the auth function gave token n
 //   {"id","type":"reconnect_attempt","attempt"}, "reconnect", "reconnect_error", "reconnect_failed"
 //   {"id","type":"pong-dropped"}                             a pong withheld by pause-pongs
 //   {"type":"error","message","cmd","ref"}                   a bad command, never fatal
@@ -119,6 +122,7 @@ function connect(cmd) {
   if (clients.has(id)) throw new CommandError(`client ${JSON.stringify(id)} exists; use "open"`);
   const options = { ...APP_OPTIONS, ...(cmd.opts || {}), forceNew: true };
   if (cmd.auth !== undefined) options.auth = decode(cmd.auth);
+  if (cmd.authTokens !== undefined) options.auth = authFunction(id, cmd);
   if (cmd.query !== undefined) options.query = cmd.query;
   const socket = io(url, options);
   const client = { socket, pausePongs: false };
@@ -155,6 +159,23 @@ function connect(cmd) {
   manager.on("reconnect_error", (err) => out({ id, type: "reconnect_error", message: err.message }));
   manager.on("reconnect_failed", () => out({ id, type: "reconnect_failed" }));
   manager.on("error", (err) => out({ id, type: "manager_error", message: err.message }));
+}
+
+// socket.io-client calls a function auth before every connection attempt: how an app
+// hands a fresh token to each reconnection.
+function authFunction(id, cmd) {
+  const tokens = cmd.authTokens;
+  if (!Array.isArray(tokens) || !tokens.length || !tokens.every((t) => typeof t === "string")) {
+    throw new CommandError("authTokens must be a non-empty list of strings");
+  }
+  const base = cmd.auth !== undefined ? decode(cmd.auth) : {};
+  let calls = 0;
+  return (callback) => {
+    const token = tokens[Math.min(calls, tokens.length - 1)];
+    calls += 1;
+    out({ id, type: "auth-token", call: calls });
+    callback({ ...base, token });
+  };
 }
 
 function addAckHandler(id, socket, event, args, ref) {
