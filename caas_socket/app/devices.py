@@ -46,6 +46,9 @@ class LocalKicker:
     def __init__(self) -> None:
         self.registered: dict[str, Socket] = {}
         self.pending: set[str] = set()
+        #: Set while the node drains: the final lease release removes every
+        #: entry in batches, so closing connections do not unregister one by one.
+        self.releasing_all = False
 
     def live_entries(self) -> list[Entry]:
         """The entries of the connections alive on this node."""
@@ -161,6 +164,8 @@ class RegisterDevice:
 
     async def _release(self, entry: Entry) -> None:
         self._local.registered.pop(entry.socket_id, None)
+        if self._local.releasing_all:
+            return
         try:
             await self._registry.unregister(entry)
         except RegistryUnavailable as e:

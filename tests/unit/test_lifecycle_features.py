@@ -209,6 +209,7 @@ def test_presence_goes_online_at_once_and_offline_after_the_grace() -> None:
     phone = node.connect("phone")
     assert statuses(node) == [("alice", None, "online"), ("alice", "phone", "online")]
     phone.close()
+    node.clock.advance(0)  # the end of the reactor turn: the check is scheduled
     node.clock.advance(4.9)
     assert len(node.changes) == 2
     node.clock.advance(0.2)

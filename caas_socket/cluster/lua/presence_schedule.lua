@@ -1,4 +1,7 @@
--- Schedule a presence check of one user (after the grace period).
--- ARGV: prefix, escaped tenant, escaped user, due time (ms)
-redis.call('ZADD', ARGV[1] .. 'presence:due', ARGV[4], ARGV[2] .. ':' .. ARGV[3])
-return 1
+-- Schedule presence checks (after the grace period), several users at once.
+-- ARGV: prefix, due time (ms), then members "{escaped tenant}:{escaped user}".
+local key = ARGV[1] .. 'presence:due'
+for i = 3, #ARGV do
+  redis.call('ZADD', key, ARGV[2], ARGV[i])
+end
+return #ARGV - 2
