@@ -112,6 +112,7 @@ class CaasService(MultiService):
             backend.presence_store(lambda change: self.presence.deliver(change)),  # noqa: PLW0108
             grace=config.presence_grace,
             max_subscriptions=config.max_presence_subscriptions,
+            health=backend.health,
         )
         self.applier = LocalApplier(server.main, self.local, self.user_rooms)
         if backend.subscribe_commands is not None:
@@ -143,6 +144,7 @@ class CaasService(MultiService):
             ttl=config.lease_ttl,
             on_reaped=self.presence.entries_gone,
         )
+        self.lifecycle.on_reconciled = self.presence.resync
         self.drainer = Drainer(reactor, server, config.drain_period)
         self.metrics = Metrics()
         self.metrics.watch(ServiceView(self))
@@ -254,6 +256,7 @@ class CaasService(MultiService):
             event="drain_started",
         )
         await _stop_all(self.listeners)
+        self.local.releasing_all = True
         await self.drainer.drain()
         await _stop_all(self.periodic)
         await maybeDeferred(self.lifecycle.stopService)

@@ -28,9 +28,11 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ..naming import escape
-from ..registry.interfaces import Entry
+from ..registry.health import BackendHealth
+from ..registry.interfaces import Entry, RegistryUnavailable
 from ..server import Namespace, Socket
 from ..timers import TimerWheel
 from .identity import identity_of
@@ -94,7 +96,8 @@ class PresenceStore(Protocol):
 
     async def device_online(self, tenant_id: str, user_id: str, device_id: str) -> None: ...
 
-    async def schedule_check(self, tenant_id: str, user_id: str, delay: float) -> None: ...
+    async def schedule_checks(self, users: Sequence[tuple[str, str]], delay: float) -> None:
+        """Check each ``(tenant, user)`` once ``delay`` has passed."""
 
     async def run_due_checks(self) -> None: ...
 
@@ -145,8 +148,9 @@ class MemoryPresenceStore:
             state.devices.add(device_id)
             self._change(key, device_id, "online")
 
-    async def schedule_check(self, tenant_id: str, user_id: str, delay: float) -> None:
-        self._wheel.call_later(delay, self._check, (tenant_id, user_id))
+    async def schedule_checks(self, users: Sequence[tuple[str, str]], delay: float) -> None:
+        for key in users:
+            self._wheel.call_later(delay, self._check, key)
 
     async def run_due_checks(self) -> None:
         """Checks run on their own timers here."""
@@ -185,12 +189,19 @@ class Presence:
         *,
         grace: float,
         max_subscriptions: int,
+        health: BackendHealth | None = None,
     ) -> None:
         self._nsp = nsp
         self.store = store
         self.grace = grace
         self.max_subscriptions = max_subscriptions
         self.published = 0
+        self._clock = nsp.server.clock
+        self._due: set[tuple[str, str]] = set()
+        self._health = health or BackendHealth(self._clock, "presence")
+        #: Changes that could not be written (store down): redone by resync().
+        self._missed_online: set[tuple[str, str, str]] = set()
+        self._missed_checks: set[tuple[str, str]] = set()
         #: Told about every change delivered here (metrics).
         self.on_change: Callable[[PresenceChange], None] | None = None
         nsp.on_connect(self._online)
@@ -211,9 +222,13 @@ class Presence:
 
     def _online(self, socket: Socket) -> None:
         identity = identity_of(socket)
-        _background(
-            self.store.device_online(identity.tenant_id, identity.user_id, identity.device_id),
+        self._device_online((identity.tenant_id, identity.user_id, identity.device_id))
+
+    def _device_online(self, device: tuple[str, str, str]) -> None:
+        self._background(
+            self.store.device_online(*device),
             "presence update",
+            lambda: self._missed_online.add(device),
         )
 
     def _left(self, socket: Socket, reason: str) -> None:
@@ -225,11 +240,59 @@ class Presence:
         self.check_later({(e.tenant_id, e.user_id) for e in entries})
 
     def check_later(self, users: Iterable[tuple[str, str]]) -> None:
-        for tenant_id, user_id in users:
-            _background(self.store.schedule_check(tenant_id, user_id, self.grace), "presence check")
+        """Schedule offline checks; those of one reactor turn go to the store together.
+
+        A drain or a network blip ends thousands of connections at once: one
+        store call for all of them, not one each.
+        """
+        if not self._due:
+            self._clock.callLater(0, self._flush_checks)
+        self._due.update(users)
+
+    def _flush_checks(self) -> None:
+        users, self._due = sorted(self._due), set()
+        if users:
+            self._background(
+                self.store.schedule_checks(users, self.grace),
+                "presence check",
+                lambda: self._missed_checks.update(users),
+            )
 
     async def run_due_checks(self) -> None:
-        await self.store.run_due_checks()
+        try:
+            await self.store.run_due_checks()
+        except RegistryUnavailable as e:
+            self._health.failed("presence checks", e)
+        else:
+            self._health.succeeded()
+
+    def resync(self, live: list[Entry], ghosts: list[Entry], lost_state: bool) -> None:
+        """After the store was unreachable or lost its state, make presence true again.
+
+        Changes that failed meanwhile are redone, and the users of connections
+        that ended unseen are checked; after a store that restarted empty,
+        every live device is announced again (with a newer version).
+        """
+        devices = set(self._missed_online)
+        self._missed_online.clear()
+        if lost_state:
+            devices.update((e.tenant_id, e.user_id, e.device_id) for e in live)
+        for device in sorted(devices):
+            self._device_online(device)
+        users = self._missed_checks | {(e.tenant_id, e.user_id) for e in ghosts}
+        self._missed_checks = set()
+        if users:
+            self.check_later(users)
+
+    def _background(self, coro: Any, what: str, missed: Callable[[], None]) -> None:
+        def failed(failure: Failure) -> None:
+            if failure.check(RegistryUnavailable):
+                self._health.failed(what, failure.value)
+                missed()
+            else:
+                self.log.failure("{what} failed", failure, what=what)
+
+        Deferred.fromCoroutine(coro).addCallbacks(lambda _: self._health.succeeded(), failed)
 
     # -- client requests -------------------------------------------------------
 
@@ -276,9 +339,3 @@ class Presence:
             subscribed.discard(user_id)
             socket.leave(presence_room(tenant_id, user_id))
         return {"subscribed": len(subscribed)}
-
-
-def _background(coro: Any, what: str) -> None:
-    Deferred.fromCoroutine(coro).addErrback(
-        lambda f: Presence.log.failure("{what} failed", f, what=what)
-    )

@@ -13,7 +13,10 @@ what happened while it was not looking:
 
 Every node also sweeps for expired leases every quarter of the lifetime and
 reaps them, so a node killed outright disappears from the registry within
-about ``1.25 * ttl`` (12.5 s with the default 10 s).
+about ``1.25 * ttl`` (12.5 s with the default 10 s).  A node reaps only after
+it has been in touch with the registry for a whole ``ttl``: after an outage
+longer than the lease, every lease has lapsed, and the live nodes need one
+renewal period to take theirs back before anyone may call them dead.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ class NodeLifecycle(MultiService):
         self.server_id = server_id
         self.ttl = ttl
         self._on_reaped = on_reaped
+        #: Called after each reconcile with this node's live entries, the ghosts
+        #: removed, and whether the registry had lost everything (presence).
+        self.on_reconciled: Callable[[list[Entry], list[Entry], bool], Any] | None = None
+        self._clock = clock
         self.leased = False
         self.reaped_nodes = 0
         self.reconciliations = 0
@@ -93,7 +100,7 @@ class NodeLifecycle(MultiService):
                 server_id=self.server_id,
                 event="lease_reacquired",
             )
-            await self.reconcile()
+            await self.reconcile(lost_state=True)
         elif self._health.dirty:
             await self.reconcile()
 
@@ -117,8 +124,12 @@ class NodeLifecycle(MultiService):
             self._on_reaped(stale)
         await self.reconcile()
 
-    async def reconcile(self) -> None:
-        """Make the registry hold exactly this node's live connections."""
+    async def reconcile(self, *, lost_state: bool = False) -> None:
+        """Make the registry hold exactly this node's live connections.
+
+        :param lost_state: the registry lost its contents (a restart): whatever
+            else derives from live connections (presence) must be rebuilt too.
+        """
         try:
             stored = await self._registry.server_entries(self.server_id)
             lost = await self._registry.restore(self._local.live_entries())
@@ -136,6 +147,8 @@ class NodeLifecycle(MultiService):
         self._health.succeeded()
         self._health.dirty = False
         self.reconciliations += 1
+        if self.on_reconciled is not None:
+            self.on_reconciled(self._local.live_entries(), ghosts, lost_state)
         for entry in lost:
             # The same device holds a newer connection elsewhere.
             self._local.kick(entry, "replaced")
@@ -149,14 +162,18 @@ class NodeLifecycle(MultiService):
 
     async def sweep(self) -> None:
         """Reap every node whose lease expired."""
-        if not self.leased:
+        if not self.leased or not self._health.available:
             return
+        if self._clock.seconds() - self._health.recovered_at < self.ttl:
+            return  # the others may still be taking their leases back
         try:
             expired = await self._registry.expired_servers()
             for server_id in expired:
                 if server_id == self.server_id:
                     continue
                 removed = await self._registry.reap(server_id)
+                if removed is None:
+                    continue  # it renewed meanwhile: alive
                 self.reaped_nodes += 1
                 self.log.warn(
                     "reaped dead node {dead}: {count} entries removed",

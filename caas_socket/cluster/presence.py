@@ -92,9 +92,14 @@ class RedisPresenceStore:
             self._now_ms(),
         )
 
-    async def schedule_check(self, tenant_id: str, user_id: str, delay: float) -> None:
+    async def schedule_checks(self, users: Sequence[tuple[str, str]], delay: float) -> None:
         due = self._now_ms() + int(delay * 1000)
-        await self._run(_SCHEDULE, _b(escape(tenant_id)), _b(escape(user_id)), due)
+        for start in range(0, len(users), _SWEEP_BATCH):
+            members = [
+                _b(f"{escape(tenant)}:{escape(user)}")
+                for tenant, user in users[start : start + _SWEEP_BATCH]
+            ]
+            await self._run(_SCHEDULE, due, *members)
 
     async def run_due_checks(self) -> None:
         while await self._run(_SWEEP, self._now_ms(), _SWEEP_BATCH) >= _SWEEP_BATCH:

@@ -26,6 +26,8 @@ class BackendHealth:
         #: A write may have been lost: the registry needs reconciling.
         self.dirty = False
         self.episodes = 0
+        #: When the last outage ended (or this node started): see NodeLifecycle.sweep.
+        self.recovered_at = clock.seconds()
         self._since = 0.0
         self._failures = 0
 
@@ -52,6 +54,7 @@ class BackendHealth:
         if self.available:
             return
         self.available = True
+        self.recovered_at = self._clock.seconds()
         self.log.info(
             "{backend} available again after {duration:.1f}s ({failures} failed calls)",
             backend=self.name,

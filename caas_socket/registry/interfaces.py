@@ -232,11 +232,11 @@ class Registry(Protocol):
         """Nodes that are known but whose lease has expired (candidates for reaping)."""
         ...
 
-    async def reap(self, server_id: str) -> list[Entry]:
+    async def reap(self, server_id: str) -> list[Entry] | None:
         """Remove every entry of a node whose lease expired; returns what was removed.
 
         Fenced against the node itself: once reaping starts the node can no longer
         write with its old generation.  Two reapers racing remove each entry once.
-        Does nothing (returns ``[]``) if the node's lease is held again.
+        Does nothing and returns ``None`` if the node's lease is held again.
         """
         ...

@@ -224,10 +224,10 @@ class MemoryRegistry:
         known = set(store.leases) | {s for s, socks in store.servers.items() if socks}
         return sorted(s for s in known if not store.lease_alive(s))
 
-    async def reap(self, server_id: str) -> list[Entry]:
+    async def reap(self, server_id: str) -> list[Entry] | None:
         store = self._store
         if store.lease_alive(server_id):
-            return []
+            return None
         lease = store.leases.pop(server_id, None)
         if lease is not None:
             store.reaped[server_id] = lease.generation

@@ -251,10 +251,10 @@ class RedisRegistry:
         reply = await self._run("expired_servers")
         return sorted(raw.decode("utf-8", "surrogatepass") for raw in reply)
 
-    async def reap(self, server_id: str) -> list[Entry]:
+    async def reap(self, server_id: str) -> list[Entry] | None:
         reply = await self._run(
             "reap", _b(server_id), _b(escape_id(server_id)), self._tombstone_ms, self._batch
         )
         if reply[0] < 0:
-            return []
+            return None  # its lease is held again
         return await self._drain(server_id, reply)

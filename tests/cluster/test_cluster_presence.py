@@ -156,6 +156,8 @@ async def test_users_of_a_killed_node_go_offline_after_reap_and_grace(cluster: C
     await cluster.connected("r-b", b.url, "r", "rb")
     for user, device in (("q", "qa"), ("r", "ra"), ("r", "rb")):
         await cluster.presence_change("watch", user, "online", 3.0, device=device)
+    # A node reaps only once it has held its lease for a whole ttl (docs/REDIS.rst).
+    await cluster.sleep(LEASE_TTL)
 
     a.kill()
     killed = time.monotonic()

@@ -5,11 +5,25 @@ local P, now = ARGV[1], tonumber(ARGV[2])
 local dueKey = P .. 'presence:due'
 local due = redis.call('ZRANGEBYSCORE', dueKey, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 
+local function unescape(s)
+  return (string.gsub(s, '%%(%x%x)', function(h) return string.char(tonumber(h, 16)) end))
+end
+
 for _, member in ipairs(due) do
   redis.call('ZREM', dueKey, member)
   local pk = P .. 'presence:' .. member
   local tenant = redis.call('HGET', pk, 'tenant')
   local user = redis.call('HGET', pk, 'user')
+  if not tenant then
+    -- The state was lost (Redis restarted empty) after the user was seen online:
+    -- rebuild it from the member, so that the check can still announce offline.
+    local colon = string.find(member, ':', 1, true)
+    tenant = unescape(string.sub(member, 1, colon - 1))
+    user = unescape(string.sub(member, colon + 1))
+    redis.call('HSET', pk, 'tenant', tenant)
+    redis.call('HSET', pk, 'user', user)
+    redis.call('HSET', pk, 'status', 'online')
+  end
   if tenant and user then
     local function publish(device, status)
       local v = math.max(tonumber(redis.call('HGET', pk, 'version') or '0') + 1, now)
