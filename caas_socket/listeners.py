@@ -31,6 +31,23 @@ def describe(port: IListeningPort) -> str:
     return str(getattr(host, "name", host))
 
 
+#: Endpoint types whose listen queue can be set, and the depth we give it.
+_BACKLOG_TYPES = ("tcp:", "tcp6:", "ssl:", "unix:")
+BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with a deep listen queue unless it sets one.
+
+    Twisted listens with a backlog of 50: a burst of connects (a node restart
+    sends thousands) overflows it and the kernel drops SYNs, which clients
+    retry only after a second.
+    """
+    if description.startswith(_BACKLOG_TYPES) and "backlog=" not in description:
+        return f"{description}:backlog={BACKLOG}"
+    return description
+
+
 class Listener(Service):
     """Listens on one endpoint string with ``factory`` while running."""
 
@@ -47,7 +64,7 @@ class Listener(Service):
     def privilegedStartService(self) -> None:
         """Bind before privileges are dropped; a synchronous failure aborts the start."""
         super().privilegedStartService()
-        endpoint = serverFromString(self._reactor, self.description)
+        endpoint = serverFromString(self._reactor, with_backlog(self.description))
         self._listening = endpoint.listen(self._factory)
         outcome: list[Any] = []
         self._listening.addBoth(outcome.append)

@@ -22,6 +22,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.types import ConnectionRequest
+from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.logger import Logger
 
@@ -80,6 +81,7 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
 
     _handshake: Handshake | None = None
     _denied: HandshakeDenied | None = None
+    _socket: Any = None
     session: EngineSession | None = None
 
     # -- handshake -------------------------------------------------------------
@@ -153,6 +155,8 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         assert handshake is not None
         # The request is no longer needed; do not keep it for the connection's life.
         self.http_request_data = self.http_headers = None
+        if isinstance(self.transport, tcp.Connection):
+            self._socket = self.transport.socket  # plain TCP: see _write
         self.session = self.factory.socket_server.open_session(self, handshake)
 
     # -- frames in -------------------------------------------------------------
@@ -221,7 +225,8 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
             session.receive_text(payload.decode("utf-8"))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        session = self.session
+        session, self.session = self.session, None  # no cycle left for the GC
+        self._socket = None
         if session is None or session.closed:
             return
         local = self.localCloseCode
@@ -256,11 +261,39 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         """
         n = len(payload)
         if n < 126:
-            self.transport.write(bytes((first_byte, n)) + payload)
+            self._write(bytes((first_byte, n)) + payload)
         elif n < 65536:
-            self.transport.write(struct.pack("!BBH", first_byte, 126, n) + payload)
+            self._write(struct.pack("!BBH", first_byte, 126, n) + payload)
         else:
-            self.transport.writeSequence([struct.pack("!BBQ", first_byte, 127, n), payload])
+            self._write(struct.pack("!BBQ", first_byte, 127, n) + payload)
+
+    def _write(self, data: bytes) -> None:
+        """Send at once when nothing is queued, else queue behind what is.
+
+        Twisted's ``write`` always buffers, registers the socket for writing and
+        sends on a later turn: two ``epoll_ctl`` calls and a loop turn for each
+        small message.  When its buffer is empty, a direct ``send`` keeps the
+        order and skips all that; whatever the kernel does not take (or an
+        error) goes to ``transport.write`` as before.
+        """
+        transport = self.transport
+        sock = self._socket
+        if (
+            sock is not None
+            and not transport._tempDataBuffer
+            and len(transport.dataBuffer) == transport.offset
+            and not transport.disconnecting
+        ):
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # Twisted's own write reports the error and closes
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)
 
     def close(self) -> None:
         if self.state == _OPEN:
@@ -323,4 +356,19 @@ class EngineWebSocketFactory(WebSocketServerFactory):
             webStatus=False,
             perMessageCompressionAccept=None,
             trustXForwardedFor=trusted_proxies,
+        )
+        # Autobahn copies some 40 options from the factory onto every new
+        # protocol instance (and pretty-prints them for a debug line). Give
+        # them to a class of this factory's own instead: one copy, not one per
+        # connection, and nothing formatted per connection.
+        options = {
+            # a function stored on a class would turn into a method: keep it plain
+            name: staticmethod(value) if callable(value) else value
+            for name in EngineWebSocketProtocol.CONFIG_ATTRS
+            for value in [getattr(self, name)]
+        }
+        self.protocol = type(
+            EngineWebSocketProtocol.__name__,
+            (EngineWebSocketProtocol,),
+            {**options, "CONFIG_ATTRS": ()},
         )
