@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from ..config import ConfigError
 from .errors import ApiError
 
-__all__ = ["ApiKeys", "ApiPrincipal"]
+__all__ = ["ApiKeys", "ApiPrincipal", "check_key_file"]
 
 OPTION = "--api-key-file"
 _KEY = re.compile(r"[!-~]{16,512}")
@@ -94,6 +94,30 @@ def _parse_line(text: str, where: str) -> tuple[str, frozenset[str] | None] | No
     return fields[0], frozenset(tenants)
 
 
+def _read(path: str) -> tuple[str, int]:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+        return text, os.stat(path).st_mode
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{OPTION}: cannot read {path}: {e}") from None
+
+
+def check_key_file(path: str) -> str:
+    """Coercer of ``--api-key-file``: ``path``, once its keys parse.
+
+    Run when options are parsed, so that a bad file is a usage error naming
+    the option and where its value came from, before anything starts.
+
+    :raises ValueError: what is wrong (the caller adds the option and source).
+    """
+    try:
+        ApiKeys.parse(_read(path)[0], path)
+    except ConfigError as e:
+        raise ValueError(str(e).removeprefix(f"{OPTION}: ")) from None
+    return path
+
+
 class ApiKeys:
     """The keys that may call the API, and what each may do."""
 
@@ -138,12 +162,7 @@ class ApiKeys:
         :raises ConfigError: naming the option when the file is unreadable, holds
             no key, or has a malformed line (a usage error: twistd prints it).
         """
-        try:
-            with open(path, encoding="utf-8-sig") as f:
-                text = f.read()
-            mode = os.stat(path).st_mode
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{OPTION}: cannot read {path}: {e}") from None
+        text, mode = _read(path)
         keys = cls.parse(text, path)
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             cls.log.warn(

@@ -10,6 +10,7 @@ import pytest
 from twisted.logger import capturedLogs
 
 from caas_socket.api import ApiError, ApiKeys, ApiPrincipal
+from caas_socket.api.keys import check_key_file
 from caas_socket.config import ConfigError
 
 KEY_A = "aaaaaaaaaaaaaaaa-0001"
@@ -139,3 +140,18 @@ def test_unreadable_or_empty_files_are_usage_errors(tmp_path: Path, content: byt
         path.write_bytes(content)
     with pytest.raises(ConfigError, match=r"^--api-key-file: "):
         ApiKeys.from_file(str(path))
+
+
+def test_the_option_coercer_checks_the_file_and_says_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(f"{KEY_A} acme\n")
+    path.chmod(0o644)
+    with capturedLogs() as events:
+        assert check_key_file(str(path)) == str(path)
+    assert events == []  # the permission warning is for the service, once
+    path.write_text("short\n")
+    with pytest.raises(ValueError, match=r"^\S+ line 1: a key is 16 to 512") as raised:
+        check_key_file(str(path))
+    assert not isinstance(raised.value, ConfigError)
+    with pytest.raises(ValueError, match=r"^cannot read "):
+        check_key_file(str(tmp_path / "missing"))
