@@ -9,13 +9,46 @@ from __future__ import annotations
 
 import json
 import math
+from json import encoder as _json_encoder
 from typing import Any
 
 from .errors import DecodeError
 
 __all__ = ["dumps", "loads"]
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_JSON_SPACE = " \t\n\r"
+
+
+def _unsupported(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder itself, without JSONEncoder's Python layers (they cost as much
+# as the encoding of a small event).  Same output as
+# json.dumps(..., separators=(",", ":"), ensure_ascii=False, allow_nan=False).
+_c_encoder = _json_encoder.c_make_encoder
+if _c_encoder is None:  # pragma: no cover - CPython always has it
+    _fallback = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    def _encode(value: Any) -> str:
+        return _fallback.encode(value)
+
+else:
+
+    def _encode(value: Any) -> str:
+        return "".join(
+            _c_encoder(  # type: ignore[misc]
+                {},
+                _unsupported,
+                _json_encoder.encode_basestring,
+                None,
+                ":",
+                ",",
+                False,
+                False,
+                False,
+            )(value, 0)
+        )
 
 
 def _reject_constant(name: str) -> Any:
@@ -30,6 +63,7 @@ def _finite_float(text: str) -> float:
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_scan_once = _decoder.scan_once
 
 
 def dumps(value: Any) -> str:
@@ -38,12 +72,20 @@ def dumps(value: Any) -> str:
     :raises ValueError: for NaN/infinite floats; ``TypeError`` for values JSON
         cannot hold.  Both are programming errors of the emitter.
     """
-    return _encoder.encode(value)
+    return _encode(value)
 
 
 def loads(text: str) -> Any:
     """Parse one JSON document, as strictly as ``JSON.parse``."""
+    start = 0
+    if text[:1] in _JSON_SPACE:  # also true for "": the scan below then fails
+        start = len(text) - len(text.lstrip(_JSON_SPACE))
     try:
-        return _decoder.decode(text)
+        value, end = _scan_once(text, start)
+    except StopIteration:
+        raise DecodeError(f"invalid JSON: expecting a value at {start}") from None
     except (ValueError, RecursionError) as e:
         raise DecodeError(f"invalid JSON: {e}") from None
+    if end != len(text) and text[end:].strip(_JSON_SPACE):
+        raise DecodeError(f"invalid JSON: extra data at {end}")
+    return value

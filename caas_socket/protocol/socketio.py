@@ -26,6 +26,7 @@ __all__ = [
     "Decoder",
     "Packet",
     "encode",
+    "event_data",
     "has_binary",
 ]
 
@@ -146,6 +147,17 @@ def _check_payload(ptype: int, data: Any, present: bool, ack_id: int | None) -> 
             raise DecodeError("invalid payload: DISCONNECT carries no data")
     elif not isinstance(data, str | dict):  # CONNECT_ERROR
         raise DecodeError("invalid payload: CONNECT_ERROR data must be a string or an object")
+
+
+def event_data(text: str) -> list[Any]:
+    """The data of ``2[...]``, an EVENT of the main namespace without ack id.
+
+    The same rules as :class:`Decoder`, on the one packet shape nearly every
+    message has.
+    """
+    data = jsonwire.loads(text[1:])
+    _check_payload(EVENT, data, True, None)
+    return data  # type: ignore[no-any-return]
 
 
 def _parse(text: str, max_attachments: int) -> tuple[Packet, int]:

@@ -50,6 +50,13 @@ class Connection:
 
     def on_message(self, text: str) -> None:
         try:
+            if text[:2] == "2[" and not self._decoder.awaiting_binary:
+                # The common case first: an event without ack on the main namespace.
+                data = socketio.event_data(text)
+                socket = self.sockets.get("/")
+                if socket is not None and socket.connected:
+                    socket.nsp.dispatch(socket, data, None)
+                return
             packet = self._decoder.decode_text(text)
         except DecodeError as e:
             self._parse_error(e)

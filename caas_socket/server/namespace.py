@@ -43,6 +43,8 @@ class Namespace:
     def __init__(self, server: SocketServer, name: str) -> None:
         self.server = server
         self.name = name
+        #: Engine.IO message + Socket.IO EVENT + namespace: what every plain event starts with.
+        self.event_prefix = "42" if name == "/" else f"42{name},"
         self.sockets: dict[str, Socket] = {}
         self.adapter = Adapter(self.sockets, server.settings.max_rooms_per_socket)
         self._middlewares: list[Middleware] = []
@@ -173,6 +175,10 @@ class Namespace:
     ) -> None:
         try:
             result = handler(socket, *args)
+            if result is None:
+                if ack_id is not None:
+                    socket._send_ack(ack_id, None)
+                return
         except Exception:
             self.log.failure(
                 "handler of {sio_event!r} failed for socket {socket_id}",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.logger import Logger
 
-from ..protocol import socketio
+from ..protocol import jsonwire, socketio
 from ..timers import Timer
 from .errors import AckError
 from .frames import encode_frames
@@ -111,8 +111,14 @@ class Socket:
         """Send event ``event`` with ``args``; ``False`` when not connected."""
         if self.state is not SocketState.CONNECTED:
             return False
-        packet = socketio.Packet(socketio.EVENT, self.nsp.name, [event, *args])
-        self.connection.session.send(encode_frames(packet))
+        try:
+            # The common case, plain JSON: straight to the frame text.
+            text = self.nsp.event_prefix + jsonwire.dumps([event, *args])
+        except TypeError:  # buffers among the arguments: a binary event
+            packet = socketio.Packet(socketio.EVENT, self.nsp.name, [event, *args])
+            self.connection.session.send(encode_frames(packet))
+        else:
+            self.connection.session.send([text.encode("utf-8", "backslashreplace")])
         return True
 
     def call(self, event: str, *args: Any, timeout: float | None = None) -> Deferred[list[Any]]:
