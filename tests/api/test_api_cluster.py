@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.api.conftest import T1_KEY, ApiClient, ApiCluster, ApiNode, sleep
+from tests.api.client import T1_KEY, ApiClient, sleep
+from tests.api.inprocess import ApiCluster, ApiNode
 
 #: How long to watch for deliveries that must not happen, once the wanted ones arrived.
 QUIET = 0.7

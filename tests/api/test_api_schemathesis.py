@@ -17,7 +17,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from tests.api.conftest import FULL_KEY, ApiCluster
+from tests.api.client import FULL_KEY
+from tests.api.inprocess import ApiCluster
 
 ST = Path(sys.executable).parent / "st"
 EXAMPLES = 30
