@@ -255,7 +255,7 @@ async def test_tls_verifies_the_server_name(
     _, port, ca = tls_server
     good = await connect(f"rediss://localhost:{port}/0?ca={ca}", reactor, timeout=2.0)
     opened.append(good)
-    assert await good.execute("PING") == "PONG"
+    assert await good.execute("PING") == b"PONG"
     for bad in (
         f"rediss://127.0.0.1:{port}/0?ca={ca}",  # the certificate names localhost only
         f"rediss://localhost:{port}/0",  # our CA is not a platform CA
