@@ -13,12 +13,13 @@ members, on all nodes at once::
     {"v":1,"op":"disconnect","tenantId":"acme","userId":"alice","reason":"logout",
      "reconnect":false}
 
-``data`` is any JSON value (optional).  Joining a user (without ``deviceId``)
-also makes the user's future connections join, until they leave; joining a
-device affects its current connection only.  ``reconnect: false`` ends the
-connection with ``caas:kicked`` and a Socket.IO DISCONNECT (the client stays
-away); ``true`` closes the transport (the client reconnects).  Every id is
-scoped by ``tenantId``: no command can reach another tenant's users.
+``data`` is any JSON value; without it the event has no argument.  Joining a
+user (without ``deviceId``) also makes the user's future connections join,
+until they leave; joining a device affects its current connection only.
+``reconnect: false`` ends the connection with ``caas:kicked`` and a Socket.IO
+DISCONNECT (the client stays away); ``true`` closes the transport (the client
+reconnects).  Every id is scoped by ``tenantId``: no command can reach another
+tenant's users.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import attrs
 
 __all__ = [
     "MAX_ROOMS",
+    "NO_DATA",
     "Command",
     "CommandError",
     "decode_command",
@@ -38,6 +40,16 @@ __all__ = [
 ]
 
 OPS = ("emit", "join", "leave", "disconnect")
+
+
+class _NoData:
+    """``data`` left out: the event is emitted without an argument (not with null)."""
+
+    def __repr__(self) -> str:
+        return "NO_DATA"
+
+
+NO_DATA: Any = _NoData()
 #: Rooms one command may name.
 MAX_ROOMS = 100
 _ID_MAX = 256
@@ -64,7 +76,7 @@ class Command:
     device_id: str | None = None
     room: str | None = None
     event: str | None = None
-    data: Any = None
+    data: Any = NO_DATA
     rooms: tuple[str, ...] = ()
     reason: str = ""
     reconnect: bool = False
@@ -79,7 +91,7 @@ class Command:
         ):
             if value is not None:
                 out[key] = value
-        if self.op == "emit" and self.data is not None:
+        if self.op == "emit" and self.data is not NO_DATA:
             out["data"] = self.data
         if self.op in ("join", "leave"):
             out["rooms"] = list(self.rooms)
@@ -131,7 +143,7 @@ def parse_command(raw: Any) -> Command:
         event = raw.get("event")
         if not isinstance(event, str) or not 0 < len(event) <= _EVENT_MAX or event in _RESERVED:
             raise CommandError("invalid_field", "event must be a non-reserved name")
-        return Command(op, tenant, user, device, room, event, raw.get("data"))
+        return Command(op, tenant, user, device, room, event, raw.get("data", NO_DATA))
     if op in ("join", "leave"):
         return Command(op, tenant, user, device, rooms=_rooms(raw))
     reason = raw.get("reason", "disconnected")

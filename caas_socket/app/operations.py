@@ -22,7 +22,7 @@ from ..naming import escape, user_room
 from ..registry.interfaces import Entry, Registry
 from ..server import Namespace, Socket
 from ..server.adapter import RoomLimitExceeded
-from .commands import Command, CommandError
+from .commands import NO_DATA, Command, CommandError
 from .devices import LocalKicker
 from .identity import identity_of
 from .presence import PresenceState, PresenceStore
@@ -120,13 +120,14 @@ class LocalApplier:
     async def apply(self, command: Command) -> None:
         self.applied += 1
         if command.op == "emit":
+            args = () if command.data is NO_DATA else (command.data,)
             if command.room is not None:
                 self._nsp.to(app_room(command.tenant_id, command.room)).emit(
-                    command.event or "", command.data
+                    command.event or "", *args
                 )
             else:
                 for socket in self._targets(command):
-                    socket.emit(command.event or "", command.data)
+                    socket.emit(command.event or "", *args)
         elif command.op in ("join", "leave"):
             await self._membership(command)
         elif command.op == "disconnect":
@@ -139,6 +140,13 @@ class LocalApplier:
     async def _membership(self, command: Command) -> None:
         assert command.user_id is not None
         rooms = [app_room(command.tenant_id, room) for room in command.rooms]
+        # Local sockets first, synchronously: a command published after this
+        # one (an emit to the room) must find them joined.
+        for socket in self._targets(command):
+            if command.op == "join":
+                _join(socket, rooms)
+            else:
+                socket.leave(*rooms)
         if command.device_id is None:
             # Every node writes the same membership: idempotent, and a node that
             # missed the store still applies to its own connections.
@@ -146,11 +154,6 @@ class LocalApplier:
                 await self._rooms.add(command.tenant_id, command.user_id, command.rooms)
             else:
                 await self._rooms.remove(command.tenant_id, command.user_id, command.rooms)
-        for socket in self._targets(command):
-            if command.op == "join":
-                _join(socket, rooms)
-            else:
-                socket.leave(*rooms)
 
 
 class Operations:

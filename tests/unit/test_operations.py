@@ -76,7 +76,7 @@ def test_emit_to_one_device() -> None:
     node = Node()
     phone, laptop = node.connect("phone"), node.connect("laptop")
     node.send(op="emit", tenantId="acme", userId="alice", deviceId="laptop", event="ping")
-    assert laptop.take() == ['42["ping",null]'] and phone.take() == []
+    assert laptop.take() == ['42["ping"]'] and phone.take() == []  # no data: no argument
 
 
 def test_joined_rooms_reach_current_and_future_connections_of_the_user() -> None:
