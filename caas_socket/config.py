@@ -182,6 +182,13 @@ def redis_url(value: str) -> str:
     return value
 
 
+def api_key_file(value: str) -> str:
+    """A file of API keys that parses (:func:`caas_socket.api.keys.check_key_file`)."""
+    from .api.keys import check_key_file
+
+    return check_key_file(value)
+
+
 def key_prefix(value: str) -> str:
     """A key prefix: printable ASCII without spaces, possibly empty."""
     if not isinstance(value, str) or not re.fullmatch(r"[!-~]{0,64}", value):
@@ -260,6 +267,8 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("max-payload", positive_int, 1_000_000, "Largest accepted message, in bytes."),
     Opt("server-id", server_id, None, "This node's cluster id, 1-64 of [A-Za-z0-9._-]. Default: hostname-pid."),  # noqa: E501
     Opt("health-listen", endpoints, ("tcp:9090:interface=127.0.0.1",), "Endpoint of /healthz, /readyz and /metrics (twisted.web); repeatable like --listen.", repeatable=True),  # noqa: E501
+    Opt("api-listen", endpoints, None, "Endpoint of the internal HTTP API for other services (off unless set; needs --api-key-file); repeatable like --listen.", repeatable=True),  # noqa: E501
+    Opt("api-key-file", api_key_file, None, "API keys, one per line, each optionally followed by the comma-separated tenants it may act for (* or nothing: all)."),  # noqa: E501
     Opt("redis", redis_url, None, "Cluster mode: redis://[:pw@]host:port/db, rediss://... (TLS) or redis+sentinel://h1:p1,h2:p2/service. Default: single node, in-memory registry."),  # noqa: E501
     Opt("redis-prefix", key_prefix, "caas:", "Prefix of every Redis key and channel."),
     Opt("redis-timeout", duration, 1.0, "Bound of every Redis call."),
@@ -375,6 +384,8 @@ def _build(merged: Mapping[str, tuple[Any, str]]) -> Config:
 
 def _check_together(config: Config) -> None:
     """Cross-field rules; run on every Config, however it was built."""
+    if config.api_listen and config.api_key_file is None:
+        raise ConfigError("--api-listen needs --api-key-file: the keys other services call with")
     if config.auth != "jwt":
         return
     has_public = config.jwt_public_key is not None or config.jwt_jwks is not None
@@ -422,6 +433,8 @@ class Config:
     max_payload: int
     server_id: str
     health_listen: tuple[str, ...]
+    api_listen: tuple[str, ...] | None
+    api_key_file: str | None
     redis: str | None
     redis_prefix: str
     redis_timeout: float

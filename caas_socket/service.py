@@ -8,10 +8,12 @@ import txaio
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger, globalLogPublisher
+from twisted.python.failure import Failure
 
+from .api import ApiKeys, build_api_site, load_openapi
 from .app import CaasApp
 from .app.activity import ActivityTracker
-from .app.commands import CommandError, decode_command
+from .app.commands import Command, CommandError, decode_command
 from .app.devices import LocalKicker
 from .app.expiry import TokenExpiry
 from .app.operations import LocalApplier, Operations, join_user_rooms
@@ -24,7 +26,7 @@ from .drain import Drainer
 from .listeners import Listener
 from .observability import Metrics, MetricsObserver, ServiceView, build_health_site
 from .periodic import PeriodicService
-from .registry.interfaces import DeviceLimitPolicy
+from .registry.interfaces import DeviceLimitPolicy, RegistryUnavailable
 from .server import Settings, SocketServer
 from .transport.websocket import EngineWebSocketFactory
 
@@ -156,6 +158,18 @@ class CaasService(MultiService):
         self.health_listeners = [
             Listener(reactor, endpoint, site, "health") for endpoint in config.health_listen
         ]
+        self.api_listeners: list[Listener] = []
+        if config.api_listen:
+            assert config.api_key_file is not None  # Config requires it with --api-listen
+            api_site = build_api_site(
+                self.operations,
+                ApiKeys.from_file(config.api_key_file),
+                reactor=reactor,
+                openapi=load_openapi(),
+            )
+            self.api_listeners = [
+                Listener(reactor, endpoint, api_site, "api") for endpoint in config.api_listen
+            ]
         self.factory = EngineWebSocketFactory(server, reactor)
         self.listeners = [
             Listener(reactor, endpoint, self.factory, "socket.io") for endpoint in config.listen
@@ -181,6 +195,7 @@ class CaasService(MultiService):
             self.lifecycle,
             *self.periodic,
             *self.listeners,
+            *self.api_listeners,
         ]:
             service.setServiceParent(self)
 
@@ -197,8 +212,23 @@ class CaasService(MultiService):
             )
             return
         Deferred.fromCoroutine(self.applier.apply(command)).addErrback(
-            lambda f: self.log.failure("command {op} failed", f, op=command.op)
+            self._command_failed, command
         )
+
+    def _command_failed(self, failure: Failure, command: Command) -> None:
+        if failure.check(CommandError):
+            error: CommandError = failure.value  # type: ignore[assignment]
+            self.log.warn(
+                "command {op} refused: {code} ({message})",
+                op=command.op,
+                code=error.code,
+                message=error.message,
+                event="command_refused",
+            )
+        elif failure.check(RegistryUnavailable):
+            self.backend.health.failed(f"command {command.op}", failure.value)
+        else:
+            self.log.failure("command {op} failed", failure, op=command.op)
 
     # -- state -----------------------------------------------------------------
 
@@ -255,7 +285,7 @@ class CaasService(MultiService):
             period=self.config.drain_period,
             event="drain_started",
         )
-        await _stop_all(self.listeners)
+        await _stop_all([*self.listeners, *self.api_listeners])
         self.local.releasing_all = True
         await self.drainer.drain()
         await _stop_all(self.periodic)

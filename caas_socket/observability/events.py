@@ -57,6 +57,7 @@ class MetricsObserver:
         self._reasons = LabelCap()
         self._drain_closed = 0  # drain events carry a running total
         self._codes = LabelCap()
+        self._route_cap = LabelCap()
         self._handlers: dict[str, Callable[[LogEvent], None]] = {
             "socket_state": self._socket_state,
             "auth_failed": self._labelled(m.auth_failures, "code"),
@@ -79,7 +80,14 @@ class MetricsObserver:
             "token_refreshed": self._plain(m.token_refreshes),
             "token_refresh_refused": self._labelled(m.token_refresh_refusals, "code"),
             "drain": self._drain,
+            "command_refused": self._labelled(m.commands_refused, "code"),
+            "api_request": self._api_request,
         }
+
+    def _api_request(self, event: LogEvent) -> None:
+        self._metrics.api_requests.labels(
+            self._route_cap(str(event.get("route", "-"))), str(event.get("status", "-"))
+        ).inc()
 
     def __call__(self, event: LogEvent) -> None:
         try:

@@ -113,6 +113,12 @@ class Metrics:
             "caas_websocket_errors", "Sessions failed by the WebSocket layer (bad frames)"
         )
         self.idle_closes = c("caas_idle_closes", "Connections closed by the sweeper", ["reason"])
+        self.commands_refused = c(
+            "caas_commands_refused", "Commands from other services refused, by code", ["code"]
+        )
+        self.api_requests = c(
+            "caas_api_requests", "HTTP API requests, by route and status", ["route", "status"]
+        )
         self.sweeps = c("caas_sweeps", "Sweeper passes")
         self.sweep_closed = c("caas_sweep_closed", "Idle connections closed by sweeper passes")
         self.sweep_ghosts = c(

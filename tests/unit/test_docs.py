@@ -24,7 +24,9 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("doc", ["README.rst", "docs/BUS.rst", "docs/REDIS.rst", "docs/DEPLOY.rst"])
+@pytest.mark.parametrize(
+    "doc", ["README.rst", "docs/BUS.rst", "docs/REDIS.rst", "docs/DEPLOY.rst", "docs/API.rst"]
+)
 def test_docs_are_valid_restructuredtext(doc: str) -> None:
     tree = docutils.core.publish_doctree(
         (ROOT / doc).read_text(),

@@ -103,6 +103,7 @@ def conf_dir(tmp_path: Path) -> Path:
     (conf / "jwt-secret").write_text("s" * 48 + "\n")
     (conf / "jwt-public.pem").write_text("")
     (conf / "jwks.json").write_text("{}")
+    (conf / "api-keys").write_text("an-example-api-key-0123456789 acme\n")
     return conf
 
 
