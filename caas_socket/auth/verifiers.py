@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -43,8 +44,36 @@ class _PreparedHMAC(HMACAlgorithm):
         return prepared
 
 
+_B64URL = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+class _JWS(jwt.PyJWS):
+    """PyJWS, with its base64url segment check done by a regex instead of a loop.
+
+    The same rules as PyJWT's (optional ``=`` padding, no junk, canonical
+    encoding only), which checks the alphabet one character at a time in
+    Python: most of the cost of reading a token.
+    """
+
+    @staticmethod
+    def _decode_base64url_segment(segment: bytes, name: str) -> bytes:
+        stripped = segment.rstrip(b"=")
+        padding = len(segment) - len(stripped)
+        if (
+            padding > 2
+            or (padding and len(segment) % 4)
+            or len(stripped) % 4 == 1
+            or _B64URL.fullmatch(stripped) is None
+        ):
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
+        if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped:
+            raise jwt.DecodeError(f"Invalid {name} padding")
+        return decoded
+
+
 def _signature_checker() -> jwt.PyJWS:
-    jws = jwt.PyJWS(options={"verify_signature": True, "enforce_minimum_key_length": True})
+    jws = _JWS(options={"verify_signature": True, "enforce_minimum_key_length": True})
     for name, hash_alg in (
         ("HS256", HMACAlgorithm.SHA256),
         ("HS384", HMACAlgorithm.SHA384),
@@ -171,7 +200,7 @@ class JWTVerifier:
         """:raises AuthError: for the first failed check, cheapest checks first."""
         text = _token_text(token, self._max_bytes)
         try:
-            header = jwt.get_unverified_header(text)
+            header = self._jws.get_unverified_header(text)
         except _UNTRUSTED_ERRORS:
             raise AuthError("malformed_token", "undecodable JWT header") from None
         alg = header.get("alg")

@@ -936,3 +936,23 @@ def test_fuzz_correctly_signed_claims(fuzz_verifier: JWTVerifier, payload: Any) 
     else:
         # accepted: the principal is exactly what the signed claims say
         assert (principal.user_id, principal.tenant_id) == (payload["sub"], payload["tenantId"])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    segment=st.binary(max_size=40)
+    | st.text(alphabet="ABCabc012_-=+/!.", max_size=40).map(str.encode)
+)
+def test_fast_segment_decoder_agrees_with_pyjwt(segment: bytes) -> None:
+    """Our regex-based base64url check accepts and refuses exactly what PyJWT's does."""
+    from jwt.api_jws import PyJWS
+
+    from caas_socket.auth.verifiers import _JWS
+
+    def outcome(decode: Any) -> object:
+        try:
+            return decode(segment, "header")
+        except jwt.DecodeError:
+            return "refused"
+
+    assert outcome(_JWS._decode_base64url_segment) == outcome(PyJWS._decode_base64url_segment)
