@@ -31,9 +31,9 @@ export CAAS_HEALTH_LISTEN="tcp:0:interface=127.0.0.1"
 
 # The reference app: 5 devices (reject), pings 25 s / 20 s, keys without a prefix
 # (conn:{tenant}:{user}, server:{id}:sockets, as APP.md names them).
-# BENCH_CAAS_BACKLOG=511 sets the listen backlog (Twisted's default is 50, Node's 511;
-# with 100 connects in flight the kernel drops SYNs past 50: 1 s retransmits).
-exec "$VENV/bin/twistd" -n --pidfile= caas-socket \
+# BENCH_CAAS_BACKLOG overrides the listen backlog (the server's default is 1024).
+# Logs as in production (etc/systemd): JSON lines, info and above.
+exec "$VENV/bin/twistd" -n --pidfile= --logger=caas_socket.observability.logs.json_observer caas-socket \
   --listen "tcp:$PORT:interface=127.0.0.1${BENCH_CAAS_BACKLOG:+:backlog=$BENCH_CAAS_BACKLOG}" \
   --redis "$REDIS_URL" --redis-prefix "" \
   --server-id "$SERVER_ID" \
