@@ -60,6 +60,13 @@ _PRIORITY = {
     LogLevel.error: "<3>",
     LogLevel.critical: "<2>",
 }
+_RANK = {
+    LogLevel.debug: 0,
+    LogLevel.info: 1,
+    LogLevel.warn: 2,
+    LogLevel.error: 3,
+    LogLevel.critical: 4,
+}
 _LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn}
 _LEVELS |= {"warning": LogLevel.warn, "error": LogLevel.error, "critical": LogLevel.critical}
 
@@ -93,11 +100,21 @@ class LevelFilter:
             if not equal or not namespace.strip():
                 raise ValueError(f"CAAS_LOG_LEVEL={spec!r}: expected namespace=level")
             self._levels.setLogLevelForNamespace(namespace.strip(), _level(level, spec))
+        # Per event, an int comparison and a dict lookup: comparing LogLevel
+        # constants and walking namespaces cost more than writing the line.
+        self._minimum: dict[str, int] = {}
 
     def __call__(self, event: LogEvent) -> PredicateResult:
         try:
-            level = event.get("log_level") or LogLevel.info
-            minimum = self._levels.logLevelForNamespace(event.get("log_namespace") or "")
+            level = _RANK.get(event.get("log_level") or LogLevel.info)  # type: ignore[arg-type]
+            namespace = event.get("log_namespace") or ""
+            minimum = self._minimum.get(namespace)
+            if minimum is None:
+                minimum = _RANK[self._levels.logLevelForNamespace(namespace)]
+                if len(self._minimum) < 10_000:
+                    self._minimum[namespace] = minimum
+            if level is None:
+                return PredicateResult.maybe
             return PredicateResult.no if level < minimum else PredicateResult.maybe
         except Exception:  # a foreign level or namespace: show the event rather than lose it
             return PredicateResult.maybe

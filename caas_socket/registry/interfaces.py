@@ -86,7 +86,7 @@ class Entry:
 
     def to_json(self) -> str:
         """The stored form: compact JSON with camelCase keys, in a fixed order."""
-        return json.dumps(
+        return _compact.encode(
             {
                 "socketId": self.socket_id,
                 "userId": self.user_id,
@@ -95,9 +95,7 @@ class Entry:
                 "serverId": self.server_id,
                 "connectedAt": self.connected_at,
                 "lastActivity": self.last_activity,
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
+            }
         )
 
     @classmethod
@@ -120,6 +118,9 @@ class Entry:
     def with_activity(self, last_activity: int) -> Entry:
         """A copy with a newer ``last_activity``."""
         return attrs.evolve(self, last_activity=last_activity)
+
+
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _str(value: object) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import attrs
 from twisted.logger import Logger
 
 from ..engine.session import EngineSession
@@ -107,7 +106,7 @@ class Connection:
         if packet.nsp in self.sockets:
             self.log.debug("connection {sid}: duplicate CONNECT ignored", sid=self.session.sid)
             return
-        handshake = attrs.evolve(self.handshake, auth=packet.data or {})
+        handshake = self.handshake.with_auth(packet.data or {})
         socket = Socket(nsp, self, handshake)
         self.sockets[packet.nsp] = socket
         socket.log_transition()
