@@ -79,6 +79,28 @@ def positive_int(value: str | int) -> int:
     return number
 
 
+def count(value: str | int) -> int:
+    """An integer >= 0."""
+    try:
+        number = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if type(number) is not int or number < 0:
+        raise ValueError(f"expected a whole number >= 0, got {value!r}")
+    return number
+
+
+def rate(value: str | float) -> float:
+    """A number of events per second, >= 0 (0: no limit)."""
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (number >= 0 and math.isfinite(number)):
+        raise ValueError(f"expected a number per second >= 0, got {value!r}")
+    return number
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     """Build a coercer accepting exactly one of ``allowed``."""
 
@@ -265,6 +287,11 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("ping-timeout", duration, 20.0, "Engine.IO pingTimeout (same units)."),
     Opt("connect-timeout", duration, 45.0, "Time allowed to complete the Socket.IO connect."),
     Opt("max-payload", positive_int, 1_000_000, "Largest accepted message, in bytes."),
+    Opt("max-outbound-buffer", count, 1024 * 1024, "Bytes a client may leave unread before it is dropped as a slow consumer (0: no limit)."),  # noqa: E501
+    Opt("connect-rate-per-ip", rate, 0.0, "Connects per second one client address may open after its burst (0: no limit). Behind a load balancer, set --trusted-proxies first."),  # noqa: E501
+    Opt("connect-burst-per-ip", positive_int, 100, "Connects one client address may open at once."),
+    Opt("trusted-proxies", count, 0, "Load balancers in front whose X-Forwarded-For is trusted for the client address (0: none)."),  # noqa: E501
+    Opt("websocket-compression", boolean, False, "Accept permessage-deflate from clients (bounded: inflated messages stay under --max-payload).", flag=True),  # noqa: E501
     Opt("server-id", server_id, None, "This node's cluster id, 1-64 of [A-Za-z0-9._-]. Default: hostname-pid."),  # noqa: E501
     Opt("health-listen", endpoints, ("tcp:9090:interface=127.0.0.1",), "Endpoint of /healthz, /readyz and /metrics (twisted.web); repeatable like --listen.", repeatable=True),  # noqa: E501
     Opt("api-listen", endpoints, None, "Endpoint of the internal HTTP API for other services (off unless set; needs --api-key-file); repeatable like --listen.", repeatable=True),  # noqa: E501
@@ -431,6 +458,11 @@ class Config:
     ping_timeout: float
     connect_timeout: float
     max_payload: int
+    max_outbound_buffer: int
+    connect_rate_per_ip: float
+    connect_burst_per_ip: int
+    trusted_proxies: int
+    websocket_compression: bool
     server_id: str
     health_listen: tuple[str, ...]
     api_listen: tuple[str, ...] | None

@@ -28,6 +28,7 @@ from .observability import Metrics, MetricsObserver, ServiceView, build_health_s
 from .periodic import PeriodicService
 from .registry.interfaces import DeviceLimitPolicy, RegistryUnavailable
 from .server import Settings, SocketServer
+from .transport.ratelimit import ConnectRateLimiter
 from .transport.websocket import EngineWebSocketFactory
 
 __all__ = ["CaasService", "build_service", "settings_from"]
@@ -170,7 +171,18 @@ class CaasService(MultiService):
             self.api_listeners = [
                 Listener(reactor, endpoint, api_site, "api") for endpoint in config.api_listen
             ]
-        self.factory = EngineWebSocketFactory(server, reactor)
+        self.factory = EngineWebSocketFactory(
+            server,
+            reactor,
+            trusted_proxies=config.trusted_proxies,
+            max_outbound_buffer=config.max_outbound_buffer,
+            limiter=ConnectRateLimiter(
+                reactor, config.connect_rate_per_ip, config.connect_burst_per_ip
+            )
+            if config.connect_rate_per_ip
+            else None,
+            compression=config.websocket_compression,
+        )
         self.listeners = [
             Listener(reactor, endpoint, self.factory, "socket.io") for endpoint in config.listen
         ]

@@ -41,6 +41,9 @@ class NodeView(Protocol):
     def registered_devices(self) -> int:
         """Connections this node holds in the device registry."""
 
+    def protection_counts(self) -> tuple[int, int, int]:
+        """``(connects refused by the rate limit, slow consumers dropped, bytes dropped)``."""
+
 
 class ServiceView:
     """A :class:`NodeView` of a ``CaasService`` (or anything shaped like one).
@@ -84,6 +87,15 @@ class ServiceView:
     def registered_devices(self) -> int:
         return len(self._service.local.registered)
 
+    def protection_counts(self) -> tuple[int, int, int]:
+        factory = getattr(self._service, "factory", None)
+        limiter = getattr(factory, "limiter", None)
+        return (
+            int(getattr(limiter, "refused", 0)),
+            int(getattr(factory, "slow_consumers", 0)),
+            int(getattr(factory, "dropped_bytes", 0)),
+        )
+
 
 class NodeCollector(Collector):
     """A custom collector reading a :class:`NodeView` on every scrape.
@@ -106,7 +118,15 @@ class NodeCollector(Collector):
         return self._families(self._view)
 
     def _families(self, view: NodeView | None) -> Iterator[Metric]:
-        for part in (self._sockets, self._packets, self._readiness, self._drain, self._devices):
+        parts = (
+            self._sockets,
+            self._packets,
+            self._readiness,
+            self._drain,
+            self._devices,
+            self._protection,
+        )
+        for part in parts:
             try:
                 # Each part reads everything before yielding: a failure leaves out whole groups.
                 families = list(part(view))
@@ -114,6 +134,26 @@ class NodeCollector(Collector):
                 self.log.failure("metrics: reading {part} failed", part=part.__name__)
                 continue
             yield from families
+
+    @staticmethod
+    def _protection(view: NodeView | None) -> Iterator[Metric]:
+        limited = CounterMetricFamily(
+            "caas_connects_rate_limited", "Handshakes refused by the per-address connect rate limit"
+        )
+        slow = CounterMetricFamily(
+            "caas_slow_consumers", "Connections dropped for not reading (--max-outbound-buffer)"
+        )
+        dropped = CounterMetricFamily(
+            "caas_outbound_dropped_bytes", "Bytes queued for dropped slow consumers"
+        )
+        if view is not None:
+            refused, consumers, lost = view.protection_counts()
+            limited.add_metric([], refused)
+            slow.add_metric([], consumers)
+            dropped.add_metric([], lost)
+        yield limited
+        yield slow
+        yield dropped
 
     @staticmethod
     def _sockets(view: NodeView | None) -> Iterator[Metric]:

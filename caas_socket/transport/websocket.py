@@ -10,17 +10,16 @@ by Autobahn with the proper close code and end only that connection.
 
 from __future__ import annotations
 
-import json
 import struct
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from autobahn.twisted.websocket import (
-    ConnectionDeny,
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
@@ -29,44 +28,18 @@ from twisted.logger import Logger
 from ..engine.session import EngineSession
 from ..server.server import SocketServer
 from ..server.settings import Handshake
+from .handshake import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    SLOW_CONSUMER,
+    HandshakeDenied,
+    check_request,
+)
+from .ratelimit import ConnectRateLimiter
 
-__all__ = ["EngineWebSocketFactory", "EngineWebSocketProtocol", "HandshakeDenied"]
+__all__ = ["EngineWebSocketFactory", "EngineWebSocketProtocol"]
 
 _OPEN = 3  # autobahn WebSocketProtocol.STATE_OPEN
-
-# Engine.IO error codes, as engine.io answers them.
-UNKNOWN_TRANSPORT = 0
-UNKNOWN_SID = 1
-BAD_REQUEST = 3
-FORBIDDEN = 4
-UNSUPPORTED_PROTOCOL_VERSION = 5
-
-
-class HandshakeDenied(ConnectionDeny):
-    """A refused handshake: HTTP ``status`` with ``{"code": code, "message": message}``."""
-
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(status, message)
-        self.status = status
-        self.eio_code = code
-        self.message = message
-
-
-def check_request(path: str, params: dict[str, list[str]], expected_path: str) -> None:
-    """Validate an Engine.IO handshake request for the WebSocket transport.
-
-    :raises HandshakeDenied: with engine.io's status, code and message.
-    """
-    if path.rstrip("/") != expected_path.rstrip("/"):
-        raise HandshakeDenied(404, BAD_REQUEST, "Not found")
-    transport = params.get("transport", [None])[0]
-    if transport != "websocket":
-        raise HandshakeDenied(400, UNKNOWN_TRANSPORT, "Transport unknown")
-    if params.get("EIO", [None])[0] != "4":
-        raise HandshakeDenied(400, UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version")
-    if "sid" in params:
-        # An upgrade of an HTTP long-polling session, which this server does not open.
-        raise HandshakeDenied(400, UNKNOWN_SID, "Session ID unknown")
 
 
 class EngineWebSocketProtocol(WebSocketServerProtocol):
@@ -82,6 +55,7 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
     _handshake: Handshake | None = None
     _denied: HandshakeDenied | None = None
     _socket: Any = None
+    _overflowed = False
     session: EngineSession | None = None
 
     # -- handshake -------------------------------------------------------------
@@ -91,40 +65,47 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
             check_request(request.path, request.params, self.factory.socket_server.settings.path)
             if not self.factory.accepting:
                 raise HandshakeDenied(503, FORBIDDEN, "Server is shutting down")
+            address = self._client_address()
+            limiter = self.factory.limiter
+            if limiter is not None and not limiter.allow(address):
+                raise HandshakeDenied(429, FORBIDDEN, "Too many connections from your address")
         except HandshakeDenied as denied:
             self._denied = denied
             raise
-        peer = self.transport.getPeer()
         self._handshake = Handshake(
             query={k: v[0] for k, v in request.params.items() if v},
             headers=dict(request.headers),
-            address=getattr(peer, "host", str(peer)),
+            address=address,
             secure=ISSLTransport.providedBy(self.transport),
             url=self.http_request_uri,
             issued=int(time.time() * 1000),
         )
 
+    def _client_address(self) -> str:
+        """The client's address: the TCP peer, or the one trusted proxies forwarded.
+
+        With ``trusted_proxies`` set, Autobahn has put the right entry of
+        X-Forwarded-For in ``self.peer``; otherwise it is the TCP peer.
+        """
+        if self.trustXForwardedFor and "x-forwarded-for" in (self.http_headers or {}):
+            return str(self.peer)
+        peer = self.transport.getPeer()
+        return str(getattr(peer, "host", peer))
+
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
         """Refuse the request with a JSON body, the way engine.io does."""
         denied = self._denied or self._explain(reason, code)
-        body = json.dumps(
-            {"code": denied.eio_code, "message": denied.message}, separators=(",", ":")
-        ).encode()
-        head = (
-            f"HTTP/1.1 {denied.status} {_REASONS.get(denied.status, 'Error')}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
-        )
         self.wasNotCleanReason = reason
-        self.caas_log.info(
-            "refused handshake from {peer}: {status} {reason}",
-            peer=self.peer,
-            status=denied.status,
-            reason=reason,
-            event="handshake_refused",
-        )
-        self.sendData(head.encode() + body)
+        # A flood refused by the rate limit is counted there, not logged line by line.
+        if denied.status != 429:
+            self.caas_log.info(
+                "refused handshake from {peer}: {status} {reason}",
+                peer=self.peer,
+                status=denied.status,
+                reason=reason,
+                event="handshake_refused",
+            )
+        self.sendData(denied.response())
         self.dropConnection(abort=False)
 
     def _explain(self, reason: str, status: int) -> HandshakeDenied:
@@ -229,6 +210,9 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         self._socket = None
         if session is None or session.closed:
             return
+        if self._overflowed:
+            session.transport_closed(SLOW_CONSUMER)
+            return
         local = self.localCloseCode
         if local is not None and local != 1000:
             # Autobahn failed the connection: oversized frame, invalid UTF-8, bad framing.
@@ -276,6 +260,8 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         order and skips all that; whatever the kernel does not take (or an
         error) goes to ``transport.write`` as before.
         """
+        if self._overflowed:
+            return
         transport = self.transport
         sock = self._socket
         if (
@@ -294,6 +280,23 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
                 return
             data = data[sent:]
         transport.write(data)
+        limit = self.factory.max_outbound_buffer
+        if limit and self.buffered() > limit:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        """The client stopped reading: drop it before its backlog eats the memory."""
+        self._overflowed = True
+        dropped = self.buffered()
+        self.factory.slow_consumers += 1
+        self.factory.dropped_bytes += dropped
+        self.caas_log.info(
+            "session {sid}: client does not read; {dropped} bytes queued, dropping it",
+            sid=self.session.sid if self.session is not None else "-",
+            dropped=dropped,
+            event="slow_consumer",
+        )
+        self.transport.abortConnection()
 
     def close(self) -> None:
         if self.state == _OPEN:
@@ -309,6 +312,21 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         return len(buffer) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
+def _accept_deflate(offers: list[Any]) -> Any:
+    """Accept permessage-deflate, bounded: small windows, no context kept by the client.
+
+    Inflated messages stay bounded by ``max_payload`` (Autobahn stops inflating
+    there); what this adds per connection is one inflater of 2**10-byte window.
+    We send uncompressed frames, which the extension allows.
+    """
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer) and offer.accept_max_window_bits:
+            return PerMessageDeflateOfferAccept(
+                offer, request_no_context_takeover=True, request_max_window_bits=10
+            )
+    return None
+
+
 def _unmask(payload: bytes, mask: bytes) -> bytes:
     """XOR ``payload`` with the repeated 4-byte ``mask``, in C-speed big-integer ops."""
     n = len(payload)
@@ -316,9 +334,6 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
         return b""
     key = (mask * ((n + 3) // 4))[:n]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-
-
-_REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 503: "Service Unavailable"}
 
 
 class EngineWebSocketFactory(WebSocketServerFactory):
@@ -337,11 +352,19 @@ class EngineWebSocketFactory(WebSocketServerFactory):
         *,
         open_handshake_timeout: float = 10.0,
         trusted_proxies: int = 0,
+        max_outbound_buffer: int = 1024 * 1024,
+        limiter: ConnectRateLimiter | None = None,
+        compression: bool = False,
     ) -> None:
         super().__init__(server="caas-socket", reactor=reactor)
         self.noisy = False
         self.socket_server = socket_server
         self.accepting = True
+        #: Bytes a client may leave unread before it is dropped (0: no limit).
+        self.max_outbound_buffer = max_outbound_buffer
+        self.limiter = limiter
+        self.slow_consumers = 0
+        self.dropped_bytes = 0
         max_payload = socket_server.settings.max_payload
         self.setProtocolOptions(
             maxMessagePayloadSize=max_payload,
@@ -354,7 +377,7 @@ class EngineWebSocketFactory(WebSocketServerFactory):
             requireMaskedClientFrames=True,
             tcpNoDelay=True,
             webStatus=False,
-            perMessageCompressionAccept=None,
+            perMessageCompressionAccept=_accept_deflate if compression else None,
             trustXForwardedFor=trusted_proxies,
         )
         # Autobahn copies some 40 options from the factory onto every new

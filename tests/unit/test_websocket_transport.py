@@ -14,6 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from caas_socket.server import Settings, SocketServer
+from caas_socket.transport.ratelimit import ConnectRateLimiter
 from caas_socket.transport.websocket import EngineWebSocketFactory, EngineWebSocketProtocol
 from tests.support.wsframes import client_frame, server_frames, upgrade_request
 
@@ -191,3 +192,48 @@ def test_ping_timeout_closes_the_websocket(clock: Clock) -> None:
     ((opcode, payload),) = server_frames(transport.value())
     assert opcode == 8 and int.from_bytes(payload[:2], "big") == 1000
     assert server.connections == {}
+
+
+def test_connect_rate_limit_per_address_answers_429_with_json(clock: Clock) -> None:
+    server = SocketServer(clock, Settings())
+    limiter = ConnectRateLimiter(clock, rate=1.0, burst=2)
+
+    def attempt(address: str = "10.0.0.7") -> int:
+        factory = EngineWebSocketFactory(server, clock, limiter=limiter)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+        transport = WireTransport(peerAddress=IPv4Address("TCP", address, 40000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(upgrade_request())
+        status, headers, body = http_response(transport)
+        if status == 429:
+            assert json.loads(body) == {
+                "code": 4,
+                "message": "Too many connections from your address",
+            }
+            assert headers["retry-after"] == "1"
+        return status
+
+    assert [attempt(), attempt(), attempt()] == [101, 101, 429]
+    assert attempt("10.0.0.8") == 101  # another address is not affected
+    clock.advance(1.0)
+    assert attempt() == 101
+    assert limiter.refused == 1
+
+
+def test_trusted_proxy_forwarded_address_is_the_client_address(clock: Clock) -> None:
+    server = SocketServer(clock, Settings())
+    factory = EngineWebSocketFactory(server, clock, trusted_proxies=1)
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5555))
+    protocol.makeConnection(WireTransport(peerAddress=IPv4Address("TCP", "10.1.1.1", 40000)))
+    request = upgrade_request().replace(b"\r\n\r\n", b"\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n")
+    protocol.dataReceived(request)
+    (connection,) = server.connections.values()
+    assert connection.handshake.address == "203.0.113.9"
+
+
+def test_rate_limiter_forgets_old_addresses_within_its_bound() -> None:
+    clock = Clock()
+    limiter = ConnectRateLimiter(clock, rate=10.0, burst=1, max_addresses=100)
+    for i in range(1000):
+        assert limiter.allow(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter._buckets) <= 100
