@@ -29,6 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from ..app.commands import CommandError
 from ..app.operations import Operations
 from ..registry.interfaces import RegistryUnavailable
+from ..web import QuietSite
 from .errors import ApiError, from_command_error
 from .handlers import ApiHandlers
 from .keys import ApiKeys
@@ -221,10 +222,9 @@ class BoundedRequest(Request):
         site.api.log_request(method, template, 413, seen and seen.tenant, started)
 
 
-class ApiSite(Site):
+class ApiSite(QuietSite):
     """No access log (each request logs itself once) and no per-second timer."""
 
-    noisy = False
     requestFactory = BoundedRequest
     displayTracebacks = False
 
@@ -232,15 +232,6 @@ class ApiSite(Site):
         super().__init__(api, timeout=IDLE_TIMEOUT, reactor=reactor, parsePOSTFormSubmission=False)
         self.api = api
         self.max_body = api.max_body
-
-    def startFactory(self) -> None:
-        pass
-
-    def stopFactory(self) -> None:
-        pass
-
-    def log(self, request: Request) -> None:
-        pass
 
 
 def build_api_site(

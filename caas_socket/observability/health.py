@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from ..web import QuietSite
 from .metrics import Metrics
 
 __all__ = ["HealthResource", "build_health_site"]
@@ -86,26 +87,6 @@ def _json(request: Request, status: int, body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-class _QuietSite(Site):
-    """A ``Site`` with no access log and no "Starting factory" lines.
-
-    A probe every few seconds per load balancer would otherwise fill the
-    journal with lines that say nothing; Twisted's ``HTTPFactory`` also runs
-    a once-a-second timer for its access-log timestamps, not needed here.
-    """
-
-    noisy = False
-
-    def startFactory(self) -> None:
-        pass
-
-    def stopFactory(self) -> None:
-        pass
-
-    def log(self, request: Request) -> None:
-        pass
-
-
 def build_health_site(
     readiness: Callable[[], Mapping[str, bool]], metrics: Metrics, *, reactor: IReactorTime
 ) -> Site:
@@ -116,4 +97,4 @@ def build_health_site(
     :param reactor: used for connection timeouts; passed so that this module
         never imports the global reactor (``Site`` would, given none).
     """
-    return _QuietSite(HealthResource(readiness, metrics), timeout=_IDLE_TIMEOUT, reactor=reactor)
+    return QuietSite(HealthResource(readiness, metrics), timeout=_IDLE_TIMEOUT, reactor=reactor)
