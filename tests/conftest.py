@@ -1,17 +1,20 @@
 """Shared pytest fixtures.
 
 Redis: one real ``redis-server`` per test module (``redis_server``), emptied
-before each test that asks for ``clean_redis``.  A missing ``redis-server`` is
-a failure, not a skip: the Redis backend must never go untested by accident.
+before each test that asks for ``clean_redis``; ``tls_redis`` has a TLS port.
+A missing ``redis-server`` is a failure, not a skip: the Redis backend must
+never go untested by accident.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.redis_server import RedisServer
+from tests.support.redis_tls import tls_redis_server
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +40,10 @@ def clean_redis(redis_server: RedisServer) -> RedisServer:
     redis_server.command("FLUSHALL")
     redis_server.command("SCRIPT", "FLUSH")
     return redis_server
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, int, Path]]:
+    """``(server, tls_port, ca_file)``: a redis-server with a TLS port for ``localhost``."""
+    with tls_redis_server(tmp_path_factory.mktemp("tls")) as running:
+        yield running

@@ -8,13 +8,13 @@ from typing import Any
 import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
+
+from tests.support.http import BodyCollector
 
 TIMEOUT = 5.0
 FULL_KEY = "full-access-key-0123456789abcdef"
@@ -59,21 +59,6 @@ class _Bytes:
         pass
 
 
-class _Body(Protocol):
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)
-
-
 class ApiClient:
     """Calls the API at ``base`` with a key (``key=None``: no Authorization header)."""
 
@@ -108,7 +93,7 @@ class ApiClient:
         producer = None if data is None else _Bytes(data, chunked)
         d = self._agent.request(method.encode(), (self.base + path).encode(), sent, producer)
         response = await d.addTimeout(TIMEOUT, reactor)
-        collected = _Body()
+        collected = BodyCollector()
         response.deliverBody(collected)
         content = await collected.done.addTimeout(TIMEOUT, reactor)
         names = {k.decode().lower(): v[-1].decode() for k, v in response.headers.getAllRawHeaders()}

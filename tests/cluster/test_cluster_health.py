@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol, connectionDone
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from tests.support.http import BodyCollector
 
 if TYPE_CHECKING:
     from tests.cluster.conftest import Cluster
@@ -21,27 +20,10 @@ NOT_READY_WITHIN = 6.0
 READY_AGAIN_WITHIN = 8.0
 
 
-class _Body(Protocol):
-    """Collects a response body (``readBody`` warns about the transports Agent gives it)."""
-
-    def __init__(self) -> None:
-        self.done: Deferred[bytes] = Deferred()
-        self._parts: list[bytes] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self._parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone):
-            self.done.callback(b"".join(self._parts))
-        else:
-            self.done.errback(reason)
-
-
 async def _get(url: str) -> tuple[int, bytes]:
     agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
     response = await agent.request(b"GET", url.encode())
-    body = _Body()
+    body = BodyCollector()
     response.deliverBody(body)
     return response.code, await body.done.addTimeout(5.0, reactor)
 

@@ -30,7 +30,6 @@ import pytest
 from twisted.internet.threads import deferToThread
 
 from caas_socket.client.resp import INCOMPLETE, ReplyReader, encode_request
-from tests.integration.test_redis_registry import _certificates
 from tests.interop.conftest import (  # reused as they are: fixtures and the failure report
     _report_on_failure,  # noqa: F401
     caas_node,  # noqa: F401
@@ -39,7 +38,7 @@ from tests.interop.conftest import (  # reused as they are: fixtures and the fai
     secret,  # noqa: F401
     sio,  # noqa: F401
 )
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
 
 CTL = Path(sys.executable).parent / "caas-socketctl"
 #: No invocation of the CLI may take longer than this (it bounds its own calls by 2 s).
@@ -151,20 +150,3 @@ def ctl() -> Any:
         return deferToThread(run_ctl, *args, env=env)
 
     return run
-
-
-@pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, int, Path]]:
-    """``(server, tls_port, ca_file)``; the certificate names ``localhost`` only."""
-    ca, cert, key = _certificates(tmp_path_factory.mktemp("tls"))
-    tls_port = free_port()
-    server = RedisServer(
-        extra_args=[
-            *("--tls-port", str(tls_port), "--tls-cert-file", str(cert)),
-            *("--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
-            *("--tls-auth-clients", "no"),
-        ]
-    )
-    server.start()
-    yield server, tls_port, ca
-    server.close()

@@ -10,16 +10,14 @@ from typing import Any
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from caas_socket.observability import Metrics, MetricsObserver, ServiceView, build_health_site
 from tests.support.fakes import new_server, open_client
+from tests.support.http import BodyCollector
 
 TIMEOUT = 5.0
 
@@ -57,30 +55,13 @@ class Endpoint:
         d = self.agent.request(method, url)
         d.addTimeout(TIMEOUT, reactor)
         response = await d
-        body = _Body()
+        body = BodyCollector()
         response.deliverBody(body)
         body.done.addTimeout(TIMEOUT, reactor)
         headers = {
             k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()
         }
         return response.code, headers, await body.done
-
-
-class _Body(Protocol):
-    """Collects a response body (``readBody`` warns about Agent's own transport)."""
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if reason.check(ResponseDone):
-            self.done.callback(b"".join(self.chunks))
-        else:
-            self.done.errback(reason)
 
 
 @pytest_twisted.async_yield_fixture

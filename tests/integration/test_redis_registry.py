@@ -7,7 +7,6 @@ starts extra servers (TLS, Sentinel) where a test needs them.
 
 from __future__ import annotations
 
-import datetime
 import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -15,10 +14,6 @@ from typing import TypeVar
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
 
@@ -30,7 +25,7 @@ from caas_socket.registry.interfaces import (
     RegistryUnavailable,
 )
 from caas_socket.registry.redis import RedisRegistry
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
 REJECT = DeviceLimitPolicy.REJECT
@@ -187,72 +182,11 @@ async def test_a_big_node_is_reaped_in_batches(
 # -- TLS ---------------------------------------------------------------------
 
 
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for DNS name ``localhost`` only."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def build(
-        subject: str,
-        issuer: str,
-        key: ec.EllipticCurvePrivateKey,
-        signer: ec.EllipticCurvePrivateKey,
-        ca: bool,
-    ) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            names = [x509.DNSName("localhost")]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, server_key = (
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP256R1()),
-    )
-    ca_cert = build("caas test CA", "caas test CA", ca_key, ca_key, True)
-    server_cert = build("localhost", "caas test CA", server_key, ca_key, False)
-    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, int, Path]]:
-    ca, cert, key = _certificates(tmp_path_factory.mktemp("tls"))
-    tls_port = free_port()
-    server = RedisServer(
-        extra_args=[
-            *("--tls-port", str(tls_port), "--tls-cert-file", str(cert)),
-            *("--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
-            *("--tls-auth-clients", "no"),
-        ]
-    )
-    server.start()
-    yield server, tls_port, ca
-    server.close()
-
-
 @pytest_twisted.ensureDeferred
 async def test_tls_verifies_the_server_name(
-    tls_server: tuple[RedisServer, int, Path], opened: list[RedisConnection]
+    tls_redis: tuple[RedisServer, int, Path], opened: list[RedisConnection]
 ) -> None:
-    _, port, ca = tls_server
+    _, port, ca = tls_redis
     good = await connect(f"rediss://localhost:{port}/0?ca={ca}", reactor, timeout=2.0)
     opened.append(good)
     assert await good.execute("PING") == b"PONG"
