@@ -176,20 +176,21 @@ class Bus(MultiService):
     def received(self, payload: bytes) -> None:
         self.received_count += 1
         try:
-            message = messages.decode(payload)
+            found = messages.decode_many(payload)
         except messages.BusDecodeError as e:
             self.dropped += 1
             self.log.warn("bus message dropped: {error}", error=str(e), event="bus_bad_message")
             return
-        if isinstance(message, messages.Probe):
-            if message.nonce == self._nonce:
-                self._nonce = None
-                self.verified_at = self._reactor.seconds()
-            return
-        try:
-            self._handler(message)
-        except Exception:
-            self.log.failure("bus handler failed for {kind}", kind=type(message).__name__)
+        for message in found:
+            if isinstance(message, messages.Probe):
+                if message.nonce == self._nonce:
+                    self._nonce = None
+                    self.verified_at = self._reactor.seconds()
+                continue
+            try:
+                self._handler(message)
+            except Exception:
+                self.log.failure("bus handler failed for {kind}", kind=type(message).__name__)
 
     def received_on(self, channel: bytes, payload: bytes) -> None:
         handler = self.extra_channels.get(channel)

@@ -2,7 +2,9 @@
 
 Delivery to a user is encoded once: the local devices get the frames directly,
 and one script call looks up which other nodes hold the user's devices and
-publishes the same encoded frame to each of them, in one round trip.
+publishes the same encoded frame to each of them, in one round trip.  The
+deliveries of one reactor turn share that call, and each node receives them
+in one message: under load, the cost per delivery falls instead of rising.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from .bus import Bus
 
 __all__ = ["BusDispatcher", "ClusterDelivery", "ClusterKicker"]
 
+#: Deliveries published by one script call at most.
+_BATCH = 200
+
 PUBLISH_TO_USER_NODES = LuaScript(
     "publish_to_user_nodes",
     resources.files("caas_socket.cluster").joinpath("lua/publish_to_user_nodes.lua").read_bytes(),
@@ -40,10 +45,13 @@ class ClusterDelivery:
 
     def __init__(self, server: SocketServer, bus: Bus, *, prefix: str, server_id: str) -> None:
         self._nsp = server.main
+        self._clock = server.clock
         self._bus = bus
         self._prefix = prefix
         self._server_id = server_id.encode()
         self._channel_prefix = f"{prefix}bus:".encode()
+        #: (user key, message) of this reactor turn, published together at its end.
+        self._queued: list[bytes] = []
         self.published = 0
 
     def sync_to_user_devices(
@@ -62,18 +70,26 @@ class ClusterDelivery:
             messages.Emit(self._nsp.name, (room,), excluded, frames[0], tuple(frames[1:]))
         )
         key = (self._prefix + user_key(tenant_id, user_id)).encode("utf-8", "surrogatepass")
-        Deferred.fromCoroutine(self._publish(key, payload))
+        if not self._queued:
+            self._clock.callLater(0, self._flush)
+        self._queued += (key, payload)
 
-    async def _publish(self, key: bytes, payload: bytes) -> None:
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        for start in range(0, len(queued), 2 * _BATCH):
+            batch = queued[start : start + 2 * _BATCH]
+            Deferred.fromCoroutine(self._publish(batch))
+
+    async def _publish(self, batch: list[bytes]) -> None:
         try:
             await self._bus.run_script(
-                PUBLISH_TO_USER_NODES, (key, self._server_id, self._channel_prefix, payload)
+                PUBLISH_TO_USER_NODES, (self._server_id, self._channel_prefix, *batch)
             )
         except Exception as e:
             self._bus.health.failed("publish to user nodes", e)
             return
         self._bus.health.succeeded()
-        self.published += 1
+        self.published += len(batch) // 2
 
 
 class ClusterKicker:

@@ -24,6 +24,10 @@ these messages with a JSON library and string concatenation; see
 ``probe``
     ``{"t":"probe","from":serverId,"nonce":...}``: a node publishes one to itself
     to prove its subscription works.
+
+Several messages may travel in one PUBLISH, in a batch envelope:
+``caas/1* `` followed, for each message, by its length in bytes (decimal), a
+newline, and the message itself.
 ``idle``
     ``{"t":"idle","entry":{registry entry},"before":ms}``: the registry says this
     connection of the receiving node had no activity since ``before``; the
@@ -43,6 +47,7 @@ import attrs
 from ..registry.interfaces import Entry
 
 __all__ = [
+    "BATCH",
     "BusDecodeError",
     "Close",
     "Emit",
@@ -50,10 +55,13 @@ __all__ = [
     "Message",
     "Probe",
     "decode",
+    "decode_many",
     "encode",
 ]
 
 MAGIC = b"caas/1 "
+BATCH = b"caas/1* "
+_MAX_BATCH = 10_000
 
 
 class BusDecodeError(ValueError):
@@ -140,6 +148,26 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise BusDecodeError(f"{what} must be a list of strings")
     return tuple(value)
+
+
+def decode_many(data: bytes) -> list[Message]:
+    """The messages of one PUBLISH payload: a single one, or those of a batch."""
+    if not data.startswith(BATCH):
+        return [decode(data)]
+    found: list[Message] = []
+    view, at = memoryview(data), len(BATCH)
+    while at < len(data):
+        newline = data.find(b"\n", at, at + 12)
+        length = data[at:newline]
+        if newline < 0 or not length.isdigit() or len(found) >= _MAX_BATCH:
+            raise BusDecodeError("malformed batch envelope")
+        start = newline + 1
+        end = start + int(length)
+        if end > len(data):
+            raise BusDecodeError("truncated batch")
+        found.append(decode(bytes(view[start:end])))
+        at = end
+    return found
 
 
 def decode(data: bytes) -> Message:

@@ -88,3 +88,30 @@ def test_dispatcher_delivers_emits_to_local_rooms_and_kicks_registered_sockets()
     dispatch(messages.Close("unknown-socket", "replaced"))
     dispatch(messages.Close(sockets[1].id, "evicted"))
     assert b.take() == ['42["caas:kicked",{"reason":"evicted"}]', "41"]
+
+
+def _batch(*payloads: bytes) -> bytes:
+    """The envelope the publishing script builds."""
+    return messages.BATCH + b"".join(str(len(p)).encode() + b"\n" + p for p in payloads)
+
+
+def test_a_batch_envelope_yields_its_messages_in_order() -> None:
+    first = messages.Emit("/", ("user:t:u",), ("s1",), b'42["sync",1]')
+    second = messages.Emit("/", ("user:t:v",), (), b'42["sync","\n2"]')
+    found = messages.decode_many(_batch(messages.encode(first), messages.encode(second)))
+    assert found == [first, second]
+    assert messages.decode_many(messages.encode(first)) == [first]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        messages.BATCH + b"x\nabc",
+        messages.BATCH + b"999\ncaas/1 {}\n",
+        messages.BATCH + b"5",
+        messages.BATCH + b"7\nnot-bus",
+    ],
+)
+def test_malformed_batches_are_refused(bad: bytes) -> None:
+    with pytest.raises(messages.BusDecodeError):
+        messages.decode_many(bad)
