@@ -141,6 +141,7 @@ class MetricsObserver:
             duration = event.get("duration")
             if isinstance(duration, int | float) and duration >= 0:
                 self._metrics.session_seconds.observe(duration)
+            self._metrics.unsent_bytes.inc(_count(event.get("unsent_bytes")))
         elif reason.startswith("refused"):
             self._refused.inc()
             match = _REFUSAL_CODE.search(reason)

@@ -113,6 +113,9 @@ class Metrics:
             "caas_websocket_errors", "Sessions failed by the WebSocket layer (bad frames)"
         )
         self.idle_closes = c("caas_idle_closes", "Connections closed by the sweeper", ["reason"])
+        self.unsent_bytes = c(
+            "caas_unsent_bytes", "Outbound bytes still queued when their connection ended"
+        )
         self.commands_refused = c(
             "caas_commands_refused", "Commands from other services refused, by code", ["code"]
         )

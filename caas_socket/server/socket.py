@@ -244,11 +244,13 @@ class Socket:
         """One structured event per state change.
 
         Fields: ``state``, ``previous`` (the state left), ``reason``,
-        ``duration`` (seconds connected, on disconnect) and the socket's tags.
+        ``duration`` (seconds connected) and ``unsent_bytes`` (outbound data
+        dropped with the connection), on disconnect, and the socket's tags.
         """
-        duration = None
+        duration = unsent = None
         if self.state is SocketState.DISCONNECTED and self.connected_at is not None:
             duration = round(self.nsp.server.clock.seconds() - self.connected_at, 3)
+            unsent = self.connection.session.dropped_bytes
         self.log.info(
             "socket {socket_id} {state} on {nsp} ({reason})",
             socket_id=self.id,
@@ -257,6 +259,7 @@ class Socket:
             nsp=self.nsp.name,
             reason=reason or "-",
             duration=duration,
+            unsent_bytes=unsent,
             event="socket_state",
             **self.tags,
         )

@@ -296,3 +296,5 @@ def test_every_state_change_is_one_log_event_with_tags() -> None:
         ("connected", "u1", "-"),
         ("disconnected", "u1", "transport close"),
     ]
+    (ended,) = [e for e in events if e.get("state") == "disconnected"]
+    assert (ended["previous"], ended["duration"], ended["unsent_bytes"]) == ("connected", 0.0, 0)
