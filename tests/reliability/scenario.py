@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall, deferLater
 
 from tests.cluster.conftest import LEASE_TTL, Cluster
@@ -225,6 +226,9 @@ async def run_fault(
     await sleep(window)
     traffic.window = "idle"
     await sleep(1.0)  # the last messages arrive
+    pending = extra.pop("_wait", None)
+    if pending is not None:
+        await pending
     diff = harness.diff()
     loud = {
         sid: [
@@ -285,14 +289,19 @@ async def node_kill(harness: Harness, server_id: str | None = None) -> tuple[flo
     cluster.balancer.remove(node.port)
     node.kill()
     killed = time.monotonic()
-    # Its clients come back elsewhere at once (their new connection replaces the entry);
-    # the node itself is reaped once its lease expired.
-    while cluster.command("HGET", "caas:nodes", server_id) is not None:
-        if time.monotonic() - killed > 2 * LEASE_TTL + 2.0:
-            break
-        await sleep(0.05)
-    reaped = round(time.monotonic() - killed, 3)
-    return killed, {"node": server_id, "entries": len(held), "reaped_after_s": reaped}
+    extra: dict[str, Any] = {"node": server_id, "entries": len(held)}
+
+    async def reaped() -> None:
+        # Its clients come back elsewhere at once (their new connections replace the
+        # entries); the node itself is reaped once its lease expired.
+        while cluster.command("HGET", "caas:nodes", server_id) is not None:
+            if time.monotonic() - killed > 2 * LEASE_TTL + 2.0:
+                return
+            await sleep(0.05)
+        extra["reaped_after_s"] = round(time.monotonic() - killed, 3)
+
+    extra["_wait"] = Deferred.fromCoroutine(reaped())
+    return killed, extra
 
 
 async def node_pause(

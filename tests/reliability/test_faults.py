@@ -133,3 +133,25 @@ async def test_device_reconnecting_while_redis_is_down_leaves_one_connection(
     await cluster.eventually(one_connection_per_device, 8.0)
     kicked = await cluster.sio.wait_for("old", "caas:kicked", 1.0)
     assert kicked["args"] == [{"reason": "replaced"}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_connects_during_a_redis_outage_are_not_logged_one_by_one(cluster: Cluster) -> None:
+    """README: "an outage is logged when it starts and when it ends, not per call"."""
+    (a,) = await cluster.start("a", args=ARGS)
+    await cluster.connected("first", a.url, "u0", "d")
+    since = a.mark()
+    cluster.redis.stop()
+    try:
+        for i in range(5):
+            await cluster.connected(f"c{i}", a.url, f"u{i + 1}", "d")  # served: fail open
+    finally:
+        cluster.redis.start()
+    await a.log_match(r"Redis available again", 8.0, since)
+    loud = [
+        line.split('"message": ', 1)[-1][:120]
+        for line in a.lines[since:]
+        if '"level": "error"' in line or '"level": "critical"' in line
+    ]
+    figure("redis-outage-logging", "error_lines", len(loud), "lines", connects_during_outage=5)
+    assert len(loud) <= 1, loud

@@ -103,12 +103,14 @@ async def test_ids_designed_to_collide_stay_apart(cluster: Cluster, tmp_path: Pa
         )
         assert ack == [{"subscribed": 2}]
     sio.disconnect("A1")  # tenant a:b, user c: one device leaves (and comes back)
-    await sleep(1.8)  # the presence grace is 1 s
+    await cluster.presence_change("watch-ab", "c", "offline", 5.0, device="d1")
     sio.open("A1")
     await sio.wait_for("A1", "connect", 3.0)
+    await cluster.presence_change("watch-ab", "c", "online", 5.0, device="d1")
     sio.disconnect("G1")
     sio.disconnect("G2")  # tenant a, user c goes offline
-    await sleep(2.2)
+    await cluster.presence_change("watch-a", "c", "offline", 5.0)
+    await sleep(QUIET)
     by_watcher = {
         w: {
             (p["args"][0]["userId"], p["args"][0]["deviceId"], p["args"][0]["status"])
