@@ -10,7 +10,9 @@ and by the long soak (``python -m tests.reliability.soak``).
 
 from __future__ import annotations
 
+import contextlib
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +32,14 @@ __all__ = ["FAULTS", "FaultResult", "Harness", "sleep"]
 
 async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
+
+
+def _ready(health_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{health_url}/readyz", timeout=1.0) as response:
+            return response.status == 200
+    except OSError:  # 503 (HTTPError), refused, timed out
+        return False
 
 
 class Harness:
@@ -159,6 +169,17 @@ class Harness:
         await self.wait_connected(timeout)
         return await self.converge(timeout, since=started, restore=True)
 
+    async def ready(self, timeout: float) -> float:
+        """Seconds until every running node answers ``/readyz`` 200 (lease, Redis, bus)."""
+        started = time.monotonic()
+        while True:
+            states = [_ready(n.health_url) for n in self.cluster.nodes.values() if n.running]
+            if all(states):
+                return round(time.monotonic() - started, 3)
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"nodes not ready within {timeout}s: {states}")
+            await sleep(0.05)
+
     def counts(self) -> dict[str, int]:
         """Entries per node in the registry."""
         found: dict[str, int] = {}
@@ -222,6 +243,10 @@ async def run_fault(
         converge_s = await harness.converge(converge_timeout, since=ended)
     except AssertionError as e:
         unconverged = str(e)
+    ready_s: float | None = None
+    with contextlib.suppress(AssertionError):
+        ready_s = await harness.ready(10.0)  # the bus proven again on every node
+    extra["ready_s"] = ready_s
     traffic.window = f"after:{name}"
     await sleep(window)
     traffic.window = "idle"

@@ -155,3 +155,44 @@ async def test_connects_during_a_redis_outage_are_not_logged_one_by_one(cluster:
     ]
     figure("redis-outage-logging", "error_lines", len(loud), "lines", connects_during_outage=5)
     assert len(loud) <= 1, loud
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_subscriber_that_survived_a_redis_pause_is_not_torn_down(cluster: Cluster) -> None:
+    """The bus subscription outlives a SIGSTOP of Redis; once Redis answers, sync flows on.
+
+    Probes that could not be published while Redis was away prove nothing
+    about the subscriber: it must not be torn down (the node would be deaf
+    for its reconnect), and every delivery after the recovery arrives.
+    """
+    a, b = await cluster.start("a", "b", args=ARGS)
+    await cluster.connected("on-a", a.url, "u", "d1")
+    await cluster.connected("on-b", b.url, "u", "d2")
+    marks = {node: node.mark() for node in (a, b)}
+    cluster.redis.pause()
+    try:
+        await sleep(5.0)  # past two probe intervals (2 s each)
+    finally:
+        cluster.redis.resume()
+    for node in (a, b):
+        await node.log_match(r"Redis available again", 8.0, marks[node])
+    await sleep(1.0)  # the publishing connections are back
+    sent = 0
+    for _ in range(40):  # 4 s of sync both ways, 10 a second
+        sent += 1
+        cluster.sio.emit("on-a", "sync", {"n": sent})
+        cluster.sio.emit("on-b", "sync", {"n": sent})
+        await sleep(0.1)
+    await sleep(0.5)
+    got = {c: len(cluster.sio.seen(c, "sync")) for c in ("on-a", "on-b")}
+    deaf = {n.name + str(n.port): len(n.events(marks[n], event="bus_deaf")) for n in (a, b)}
+    figure(
+        "redis-pause-bus",
+        "sync_lost_after_recovery",
+        2 * sent - sum(got.values()),
+        "deliveries",
+        sent=2 * sent,
+        deaf_reconnects=sum(deaf.values()),
+    )
+    assert sum(deaf.values()) == 0, f"healthy subscribers torn down: {deaf}"
+    assert got == {"on-a": sent, "on-b": sent}, got
