@@ -20,6 +20,7 @@ stopped by PID at the end, whatever happens.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -34,7 +35,7 @@ from tests.interop.conftest import SECRET
 from tests.reliability import figures
 from tests.reliability.figures import figure
 from tests.reliability.harness import NodeGroup
-from tests.reliability.population import Population
+from tests.reliability.population import CHURN_OPS, Population
 from tests.reliability.scenario import FAULTS, Harness, run_fault, sleep
 from tests.support.redis_server import RedisServer
 from tests.support.sio_driver import SioDriver
@@ -67,6 +68,7 @@ class Soak:
         self.faults: list[dict[str, Any]] = []
         self.stragglers = 0
         self.segment = 0
+        self.ops = tuple(op for op in args.ops.split(",") if op)
         #: steady deliveries per segment (the time between two checks), after what
         self.segments: list[dict[str, Any]] = []
         self._after = "start"
@@ -76,6 +78,29 @@ class Soak:
         self.segment += 1
         self._after = after
         self.harness.traffic.window = f"steady-{self.segment}"
+
+    def _describe(self, sample: tuple[tuple[int, str, str, float], ...]) -> list[dict[str, Any]]:
+        """Where the lost deliveries were: clients, identities, and the nodes they were on."""
+        population = self.harness.population
+        out = []
+        for n, sender, receiver, at in sample:
+            out.append(
+                {
+                    "n": n,
+                    "sent_s": round(at - self.started, 3),
+                    "sender": [
+                        sender,
+                        population.clients.get(sender),
+                        population.tracker.sid.get(sender),
+                    ],
+                    "receiver": [
+                        receiver,
+                        population.clients.get(receiver),
+                        population.tracker.sid.get(receiver),
+                    ],
+                }
+            )
+        return out
 
     def close_segment(self) -> None:
         if self.segment:
@@ -164,7 +189,7 @@ class Soak:
             clients=users * 2,
         )
         harness.traffic.start()
-        harness.start_churn(args.churn, direct=args.direct)
+        harness.start_churn(args.churn, direct=args.direct, ops=self.ops)
         await sleep(min(60.0, args.minutes * 6))
         baseline = await self.check("baseline")
         deadline = self.started + args.minutes * 60
@@ -173,7 +198,7 @@ class Soak:
         next_check = time.monotonic() + args.check_every
         turn = 0
         self.steady("baseline")
-        harness.start_churn(args.churn, direct=args.direct)
+        harness.start_churn(args.churn, direct=args.direct, ops=self.ops)
         while time.monotonic() < deadline:
             await sleep(1.0)
             harness.population.tracker.update()
@@ -190,12 +215,12 @@ class Soak:
                 await self.fault(name)
                 await self.check(f"after-{name}")
                 self.steady(name)
-                harness.start_churn(args.churn, direct=args.direct)
+                harness.start_churn(args.churn, direct=args.direct, ops=self.ops)
                 next_fault = time.monotonic() + args.fault_every
             elif now >= next_check:
                 await self.check("periodic")
                 self.steady("periodic check")
-                harness.start_churn(args.churn, direct=args.direct)
+                harness.start_churn(args.churn, direct=args.direct, ops=self.ops)
                 next_check = time.monotonic() + args.check_every
         harness.stop_churn()
         final = await self.check("final")
@@ -277,6 +302,14 @@ class Soak:
             )
 
 
+def _write_logs(group: NodeGroup, folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    for node in group.nodes:
+        with open(os.path.join(folder, f"{node.name}-{node.pid}.log"), "w") as f:
+            f.write(node.log + "\n")
+    print(f"node logs written to {folder}")
+
+
 async def _main(reactor: Any, args: argparse.Namespace) -> None:
     redis = RedisServer()
     redis.start()
@@ -291,6 +324,8 @@ async def _main(reactor: Any, args: argparse.Namespace) -> None:
         await cluster.balancer.stop()
         group.stop_all()
         redis.close()
+        if args.logs:
+            _write_logs(group, args.logs)
         print("\n" + figures.table(figures.FIGURES))
         if args.json:
             figures.write_json(
@@ -322,8 +357,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--direct", type=float, default=0.3, help="share of connects bypassing the balancer"
     )
+    parser.add_argument(
+        "--ops",
+        default=",".join(CHURN_OPS),
+        help="churn operations: drop,disconnect,replace,new_device",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--logs", help="write every node's log into this folder at the end")
     args = parser.parse_args(argv)
     if args.faults == "none":
         args.faults = ""

@@ -29,7 +29,7 @@ from tests.reliability.rawws import BINARY, TEXT, RawWebSocket, frame
 from tests.reliability.scenario import sleep
 from tests.support.sio_driver import SioDriver
 
-CONNECTIONS = 240
+CONNECTIONS = 600
 THREADS = 6
 MAX_PAYLOAD = 65536
 

@@ -46,6 +46,8 @@ class Account:
     foreign: int  # delivered to a client of another user or tenant
     p50_ms: float
     p99_ms: float
+    #: a few lost deliveries: (message number, sender, receiver, sent at (monotonic))
+    lost_sample: tuple[tuple[int, str, str, float], ...] = ()
 
     @property
     def lost(self) -> int:
@@ -111,6 +113,7 @@ class SyncTraffic:
         numbers = [n for n, m in self.sent.items() if m.window == window]
         expected = delivered = duplicates = foreign = messages = 0
         latencies: list[float] = []
+        sample: list[tuple[int, str, str, float]] = []
         for n in numbers:
             sent = self.sent[n]
             arrived = tracker.received.get(n, [])
@@ -127,6 +130,8 @@ class SyncTraffic:
                     latencies.append((at - sent.at) * 1000)
             expected += len(sent.receivers)
             delivered += sum(1 for r in sent.receivers if seen.get(r))
+            if len(sample) < 10:
+                sample += [(n, sent.sender, r, sent.at) for r in sent.receivers if not seen.get(r)]
             duplicates += sum(c - 1 for c in seen.values() if c > 1)
         if forget:
             for n in numbers:
@@ -141,4 +146,5 @@ class SyncTraffic:
             foreign,
             round(_percentile(latencies, 0.5), 1),
             round(_percentile(latencies, 0.99), 1),
+            tuple(sample[:10]),
         )
