@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from caas_socket.naming import escape
-from tests.support.nodes import CaasNode, ServerProcess
+from tests.support.nodes import CaasNode
 from tests.support.redis_server import RedisServer
 
 __all__ = [
@@ -83,11 +83,6 @@ class NodeGroup:
                 node.kill()
             if node.running or node.returncode is None:
                 node.kill()
-
-
-def stop_processes(processes: Iterable[ServerProcess]) -> None:
-    for process in processes:
-        process.kill()
 
 
 # -- the registry -----------------------------------------------------------------

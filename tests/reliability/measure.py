@@ -1,15 +1,13 @@
-"""Numbers read from a running node: RSS from /proc, counters from /metrics, log events."""
+"""Numbers read from a running node: RSS from /proc, counters from /metrics, /healthz."""
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 import urllib.request
-from typing import Any
 
-__all__ = ["RssSampler", "json_events", "metric", "rss_kib"]
+__all__ = ["RssSampler", "healthz", "metric", "rss_kib"]
 
 _RSS = re.compile(r"^VmRSS:\s+(\d+) kB", re.MULTILINE)
 
@@ -72,18 +70,3 @@ def healthz(health_url: str, timeout: float = 2.0) -> int:
     with urllib.request.urlopen(f"{health_url}/healthz", timeout=timeout) as response:
         assert time.monotonic() - started <= timeout
         return int(response.status)
-
-
-def json_events(lines: list[str], **fields: Any) -> list[dict[str, Any]]:
-    """The JSON log lines (``--logger ...json_observer``) whose fields all equal ``fields``."""
-    found = []
-    for text_line in lines:
-        if not text_line.startswith("{"):
-            continue
-        try:
-            event = json.loads(text_line)
-        except ValueError:
-            continue
-        if all(event.get(k) == v for k, v in fields.items()):
-            found.append(event)
-    return found
