@@ -200,6 +200,6 @@ def decode(data: bytes) -> Message:
             if not isinstance(before, int):
                 raise BusDecodeError("before must be an integer")
             return Idle(Entry.from_json(json.dumps(header["entry"])), before)
-    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError) as e:
         raise BusDecodeError(f"malformed message: {e}") from None
     raise BusDecodeError(f"unknown message type {kind!r}")

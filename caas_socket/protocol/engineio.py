@@ -86,7 +86,7 @@ def decode_payload(payload: str) -> list[str | bytes]:
         if record.startswith("b"):
             try:
                 packets.append(base64.b64decode(record[1:], validate=True))
-            except binascii.Error as e:
+            except (binascii.Error, ValueError) as e:  # ValueError: non-ASCII
                 raise DecodeError(f"invalid base64 binary packet: {e}") from None
         else:
             decode_text(record)

@@ -72,7 +72,10 @@ def dumps(value: Any) -> str:
     :raises ValueError: for NaN/infinite floats; ``TypeError`` for values JSON
         cannot hold.  Both are programming errors of the emitter.
     """
-    return _encode(value)
+    try:
+        return _encode(value)
+    except RecursionError:
+        raise ValueError("data nested too deeply to encode") from None
 
 
 def loads(text: str) -> Any:

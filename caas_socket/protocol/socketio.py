@@ -110,6 +110,14 @@ def encode(packet: Packet) -> list[str | bytes]:
     return [_head(ptype, nsp, ack_id, len(buffers)) + jsonwire.dumps(data), *buffers]
 
 
+def _reassembled(value: Any, buffers: list[bytes]) -> Any:
+    """The data with its placeholders replaced; absurd nesting is a decode error."""
+    try:
+        return _reconstruct(value, buffers)
+    except RecursionError:
+        raise DecodeError("binary packet nested too deeply") from None
+
+
 def _reconstruct(value: Any, buffers: list[bytes]) -> Any:
     if isinstance(value, list):
         return [_reconstruct(v, buffers) for v in value]
@@ -226,7 +234,7 @@ class Decoder:
         if packet.type != BINARY_EVENT and packet.type != BINARY_ACK:
             return packet
         if attachments == 0:
-            return packet._replace(data=_reconstruct(packet.data, []))
+            return packet._replace(data=_reassembled(packet.data, []))
         self._pending, self._expected, self._buffers = packet, attachments, []
         return None
 
@@ -239,4 +247,4 @@ class Decoder:
         if len(self._buffers) < self._expected:
             return None
         buffers, self._pending, self._buffers = self._buffers, None, []
-        return pending._replace(data=_reconstruct(pending.data, buffers))
+        return pending._replace(data=_reassembled(pending.data, buffers))
