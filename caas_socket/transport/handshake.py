@@ -66,5 +66,6 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }

@@ -40,6 +40,9 @@ from .ratelimit import ConnectRateLimiter
 __all__ = ["EngineWebSocketFactory", "EngineWebSocketProtocol"]
 
 _OPEN = 3  # autobahn WebSocketProtocol.STATE_OPEN
+_CONNECTING = 1  # autobahn WebSocketProtocol.STATE_CONNECTING
+#: Bytes a handshake request (line and headers) may take.
+MAX_HANDSHAKE = 16 * 1024
 
 
 class EngineWebSocketProtocol(WebSocketServerProtocol):
@@ -154,6 +157,16 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         """
         session = self.session
         if (
+            self.state == _CONNECTING
+            and len(self.data) + len(data) > MAX_HANDSHAKE
+            and b"\r\n\r\n" not in self.data + data
+        ):
+            # Autobahn buffers a request until its header ends, however long.
+            self._denied = HandshakeDenied(431, BAD_REQUEST, "Request header too large")
+            self.data = b""
+            self.failHandshake("request header too large", 431)
+            return
+        if (
             session is None
             or self.state != _OPEN
             or self.current_frame is not None
@@ -217,9 +230,9 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         if local is not None and local != 1000:
             # Autobahn failed the connection: oversized frame, invalid UTF-8, bad framing.
             self.caas_log.info(
-                "session {sid} failed by the WebSocket layer: {why}",
+                "session {sid} failed by the WebSocket layer: {detail}",
                 sid=session.sid,
-                why=self.wasNotCleanReason or f"close code {local}",
+                detail=self.wasNotCleanReason or f"close code {local}",
                 event="websocket_error",
             )
             session.transport_closed("transport error")
