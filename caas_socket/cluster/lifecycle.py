@@ -27,7 +27,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import Logger
 
-from ..app.devices import LocalKicker
+from ..app.devices import Kicker, LocalKicker
 from ..periodic import PeriodicService
 from ..registry.health import BackendHealth
 from ..registry.interfaces import Entry, Fenced, LeaseState, Registry, RegistryUnavailable
@@ -50,6 +50,7 @@ class NodeLifecycle(MultiService):
         server_id: str,
         ttl: float,
         on_reaped: Callable[[list[Entry]], None] | None = None,
+        kicker: Kicker | None = None,
     ) -> None:
         super().__init__()
         self._registry = registry
@@ -58,6 +59,8 @@ class NodeLifecycle(MultiService):
         self.server_id = server_id
         self.ttl = ttl
         self._on_reaped = on_reaped
+        #: Closes connections that lost their device, on whichever node they live.
+        self._kicker: Kicker = kicker or local
         #: Called after each reconcile with this node's live entries, the ghosts
         #: removed, and whether the registry had lost everything (presence).
         self.on_reconciled: Callable[[list[Entry], list[Entry], bool], Any] | None = None
@@ -150,8 +153,8 @@ class NodeLifecycle(MultiService):
         if self.on_reconciled is not None:
             self.on_reconciled(self._local.live_entries(), ghosts, lost_state)
         for entry in lost:
-            # The same device holds a newer connection elsewhere.
-            self._local.kick(entry, "replaced")
+            # The same device holds a newer connection (here or elsewhere).
+            self._kicker.kick(entry, "replaced")
         self.log.info(
             "registry reconciled: {live} live, {ghosts} ghosts removed, {lost} lost to newer",
             live=len(self._local.registered),

@@ -204,9 +204,11 @@ class Registry(Protocol):
     async def restore(self, entries: Sequence[Entry]) -> list[Entry]:
         """Put back this node's live entries after the backend lost them.
 
-        Idempotent.  Where the same device holds a newer entry (a later
-        ``connected_at``) elsewhere, ours is not written and is returned, so the
-        caller closes that connection.  Fenced like :meth:`register`.
+        Idempotent.  Returns the connections that lost their device to another
+        one and must be closed: ours where the same device holds a newer entry
+        (a later ``connected_at``), which is not written, and the older entries
+        ours replaced (the device reconnected while the backend was away).
+        Fenced like :meth:`register`.
         """
         ...
 

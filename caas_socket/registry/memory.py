@@ -167,6 +167,7 @@ class MemoryRegistry:
                     lost.append(entry)
                     continue
                 store.remove(current)
+                lost.append(current)
             store.put(entry)
         return lost
 

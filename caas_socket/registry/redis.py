@@ -198,7 +198,7 @@ class RedisRegistry:
             reply = await self._run("restore", *self._fence(), *args)
             if reply[0] == b"fenced":
                 raise Fenced(f"lease of {self._server_id} is not held")
-            lost += [chunk[i] for i in reply[1:]]
+            lost += [chunk[i] if isinstance(i, int) else _entry(i) for i in reply[1:]]
         return lost
 
     # -- node leases -------------------------------------------------------

@@ -288,7 +288,8 @@ async def test_restore(cluster: Cluster) -> None:
     stale = entry("d2", server="s2", connected_at=10)
     await theirs.register(newer, 5, REJECT)
     await theirs.register(stale, 5, REJECT)
-    assert await mine.restore([kept, lost, older]) == [lost]
+    # ours lost to the newer d1; the stale d2 lost to ours: both connections must close
+    assert by_socket(await mine.restore([kept, lost, older])) == by_socket([lost, stale])
     assert by_socket(await mine.user_entries("t1", "u1")) == by_socket([kept, newer, older])
     assert await mine.server_entries("s2") == [newer]
 

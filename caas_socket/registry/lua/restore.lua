@@ -1,7 +1,8 @@
 -- restore: put back this node's live entries, unless the device is newer elsewhere.
 -- ARGV: 2 lease server (escaped), 3 lease generation, then groups of 8 from 4 on:
 -- user key, device, socket, server, server (escaped), JSON, connectedAt, lastActivity.
--- Returns {'fenced'} | {'ok', index of each entry not written (0-based)...}.
+-- Returns {'fenced'} | {'ok', index (0-based) of each entry not written, or the
+-- JSON of each older entry it replaced...}: both are connections to close.
 if fenced(ARGV[2], ARGV[3]) then
   return {'fenced'}
 end
@@ -18,6 +19,7 @@ for i = 4, #ARGV, 8 do
         out[#out + 1] = (i - 4) / 8
       else
         remove_entry(rel, e)
+        out[#out + 1] = cur
       end
     end
   end
