@@ -108,7 +108,7 @@ class CaasService(MultiService):
         ).install(server.main)
         assert backend.user_rooms is not None and backend.presence_store is not None
         self.user_rooms = backend.user_rooms
-        server.main.use(join_user_rooms(self.user_rooms))
+        server.main.use(join_user_rooms(self.user_rooms, backend.health))
         self.presence = Presence(
             server.main,
             # late bound: self.presence is being built
@@ -146,6 +146,7 @@ class CaasService(MultiService):
             server_id=config.server_id,
             ttl=config.lease_ttl,
             on_reaped=self.presence.entries_gone,
+            kicker=self.app.kicker,
         )
         self.lifecycle.on_reconciled = self.presence.resync
         self.drainer = Drainer(reactor, server, config.drain_period)

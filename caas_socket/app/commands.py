@@ -125,7 +125,7 @@ def parse_command(raw: Any) -> Command:
     """Validate a decoded JSON command."""
     if not isinstance(raw, dict):
         raise CommandError("invalid_command", "a command is a JSON object")
-    if raw.get("v") != 1:
+    if type(raw.get("v")) is not int or raw["v"] != 1:
         raise CommandError("unsupported_version", 'only version 1 ("v": 1) is understood')
     op = raw.get("op")
     if op not in OPS:

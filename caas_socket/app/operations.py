@@ -19,7 +19,8 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from ..naming import escape, user_room
-from ..registry.interfaces import Entry, Registry
+from ..registry.health import BackendHealth
+from ..registry.interfaces import Entry, Registry, RegistryUnavailable
 from ..server import Namespace, Socket
 from ..server.adapter import RoomLimitExceeded
 from .commands import NO_DATA, Command, CommandError
@@ -77,13 +78,22 @@ class MemoryUserRooms:
         return sorted(self._rooms.get((tenant_id, user_id), ()))
 
 
-def join_user_rooms(store: UserRooms) -> Callable[[Socket], Awaitable[None]]:
-    """Middleware: a new connection joins the rooms its user is in."""
+def join_user_rooms(
+    store: UserRooms, health: BackendHealth
+) -> Callable[[Socket], Awaitable[None]]:
+    """Middleware: a new connection joins the rooms its user is in.
+
+    When the store cannot answer the connection is accepted without them (the
+    outage is logged once, by ``health``), like registration fails open.
+    """
 
     async def middleware(socket: Socket) -> None:
         identity = identity_of(socket)
         try:
             rooms = await store.rooms_of(identity.tenant_id, identity.user_id)
+        except RegistryUnavailable as e:
+            health.failed("user rooms", e)
+            return
         except Exception:
             LocalApplier.log.failure("reading the rooms of a user failed")
             return

@@ -15,6 +15,7 @@ from caas_socket.app.devices import LocalKicker
 from caas_socket.app.operations import LocalApplier, MemoryUserRooms, Operations, join_user_rooms
 from caas_socket.app.presence import MemoryPresenceStore
 from caas_socket.auth import JWTVerifier, KeySet, mint_token
+from caas_socket.registry.health import BackendHealth
 from caas_socket.registry.interfaces import DeviceLimitPolicy
 from caas_socket.registry.memory import MemoryRegistry
 from caas_socket.server import Settings, SocketServer
@@ -40,7 +41,7 @@ class Node:
             local_kicker=self.local,
         )
         self.rooms = MemoryUserRooms(max_rooms=3)
-        self.server.main.use(join_user_rooms(self.rooms))
+        self.server.main.use(join_user_rooms(self.rooms, BackendHealth(self.clock)))
         self.applier = LocalApplier(self.server.main, self.local, self.rooms)
         presence = MemoryPresenceStore(
             self.clock, self.server.wheel, lambda t, u: (), lambda c: None
