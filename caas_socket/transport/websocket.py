@@ -158,6 +158,7 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         session = self.session
         if (
             self.state == _CONNECTING
+            and getattr(self, "http_request_data", None) is None  # header not yet parsed
             and len(self.data) + len(data) > MAX_HANDSHAKE
             and b"\r\n\r\n" not in self.data + data
         ):

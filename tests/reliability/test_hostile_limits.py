@@ -160,7 +160,10 @@ async def test_an_endless_handshake_header_is_refused_early(nodes: NodeGroup) ->
 
     HTTP servers cap a request header at a few KiB (Node.js 16 KiB, nginx 8 KiB
     by default) and answer 431 or 400.  Here up to 8 MiB are sent as fast as
-    the node takes them: the node must close well before, and hold nothing.
+    the node takes them: the node must close the connection (the client sees a
+    reset or end of stream, not merely a stalled send) and hold nothing.  What
+    the client gets to send first is mostly the kernel's socket buffers, so it
+    is reported, not bounded.
     """
     node = nodes.start("--jwt-secret", SECRET)
 
@@ -175,10 +178,13 @@ async def test_an_endless_handshake_header_is_refused_early(nodes: NodeGroup) ->
             while sent < 8 * 2**20 and time.monotonic() - started < 8.0:
                 sock.sendall(line * 16)
                 sent += len(line) * 16
-        except OSError:
+        except ConnectionError:
             closed = True
-        finally:
-            sock.close()
+        except TimeoutError:
+            pass  # the node stopped reading: did it also close?
+        if not closed:
+            closed = closed_within(sock, 2.0) is not None
+        sock.close()
         return sent, time.monotonic() - started, closed
 
     before = rss_kib(node.pid)
@@ -200,7 +206,7 @@ async def test_an_endless_handshake_header_is_refused_early(nodes: NodeGroup) ->
         rss_before_mib=round(before / 1024, 1),
     )
     assert closed, f"the node took {sent // 1024} KiB of header without closing"
-    assert sent <= 256 * 1024
+    assert rss.growth_kib < 1024, f"the node grew {rss.growth_kib} KiB on one header"
     assert rss.growth_kib < 4 * 1024
     assert healthz(node.health_url) == 200
 

@@ -127,6 +127,34 @@ def test_draining_node_refuses_new_handshakes_with_503(clock: Clock) -> None:
     assert status == 503 and json.loads(body)["message"] == "Server is shutting down"
 
 
+def test_a_handshake_header_that_never_ends_is_refused_with_431(clock: Clock) -> None:
+    """Autobahn would buffer a header until it ends; we stop at 16 KiB, as Node.js does."""
+    server, protocol, transport = connect(clock)
+    protocol.dataReceived(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n")
+    pad = b"X-Pad: " + b"a" * 1017 + b"\r\n"
+    for _ in range(15):
+        protocol.dataReceived(pad)
+    assert transport.value() == b""  # still under the bound: keep reading
+    protocol.dataReceived(pad * 2)
+    status, headers, body = http_response(transport)
+    assert status == 431
+    assert json.loads(body) == {"code": 3, "message": "Request header too large"}
+    assert transport.disconnecting
+    assert protocol.data == b""  # nothing of the header is kept
+    assert server.connections == {}
+
+
+def test_frames_pipelined_after_a_complete_header_are_not_mistaken_for_one(
+    clock: Clock,
+) -> None:
+    """A client may send its first frames with the request; only the header is bounded."""
+    _, protocol, transport = connect(clock)
+    frames = client_frame(b"\x00" * 90) * 300  # ~28 KiB of binary messages
+    protocol.dataReceived(upgrade_request() + frames)
+    status, _, _ = http_response(transport)
+    assert status == 101
+
+
 def open_session(clock: Clock, server: SocketServer | None = None):  # type: ignore[no-untyped-def]
     server, protocol, transport = connect(clock, server)
     protocol.dataReceived(upgrade_request("/socket.io/?EIO=4&transport=websocket&deviceId=d1"))
