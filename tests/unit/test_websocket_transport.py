@@ -137,6 +137,7 @@ def test_a_handshake_header_that_never_ends_is_refused_with_431(clock: Clock) ->
     assert transport.value() == b""  # still under the bound: keep reading
     protocol.dataReceived(pad * 2)
     status, headers, body = http_response(transport)
+    assert headers["content-type"] == "application/json"
     assert status == 431
     assert json.loads(body) == {"code": 3, "message": "Request header too large"}
     assert transport.disconnecting
