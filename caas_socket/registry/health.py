@@ -4,6 +4,11 @@ A Redis outage would otherwise log one error per packet of every client.  The
 first failure of an episode is logged with its cause, the recovery with the
 episode's length and failure count, nothing in between.  ``dirty`` remembers
 that some write was lost, so the node reconciles its entries once it can.
+
+A backend comes back unevenly: the registry's pool reconnects before the bus
+publisher, and a call that began during the outage fails after the first one
+that succeeds.  A failure within :data:`RELAPSE_WINDOW` of a recovery is
+therefore the same outage relapsing, logged as a warning, not a new episode.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["BackendHealth"]
+__all__ = ["RELAPSE_WINDOW", "BackendHealth"]
+
+#: Seconds after a recovery during which a failure continues the same outage.
+RELAPSE_WINDOW = 5.0
 
 
 class BackendHealth:
@@ -23,7 +31,8 @@ class BackendHealth:
         self._clock = clock
         self.name = name
         self.available = True
-        #: A write may have been lost: the registry needs reconciling.
+        #: A write (or a kick sent to this node) may have been lost: the
+        #: registry needs reconciling.
         self.dirty = False
         self.episodes = 0
         #: When the last outage ended (or this node started): see NodeLifecycle.sweep.
@@ -38,8 +47,20 @@ class BackendHealth:
         if not self.available:
             return
         self.available = False
+        now = self._clock.seconds()
+        if self.episodes and now - self.recovered_at < RELAPSE_WINDOW:
+            self.log.warn(
+                "{backend} failed again {after:.1f}s after recovering ({operation}: {error});"
+                " counted as the same outage",
+                backend=self.name,
+                after=now - self.recovered_at,
+                operation=operation,
+                error=str(error) or type(error).__name__,
+                event="backend_relapse",
+            )
+            return
         self.episodes += 1
-        self._since = self._clock.seconds()
+        self._since = now
         self.log.error(
             "{backend} unavailable ({operation}: {error}); serving local connections,"
             " will reconcile when it is back",
