@@ -13,6 +13,7 @@ reach each other node in the order they were sent.
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -101,14 +102,19 @@ class Bus(MultiService):
         self._client = ClientService(
             publisher.endpoint,
             _SubscriberFactory(self),
-            retryPolicy=backoffPolicy(initialDelay=0.1, maxDelay=2.0, factor=2.0),
+            # Twisted's default jitter adds up to a second to every retry,
+            # even the first one after a deaf subscriber was dropped on purpose.
+            retryPolicy=backoffPolicy(
+                initialDelay=0.1, maxDelay=2.0, factor=2.0, jitter=lambda: random.uniform(0, 0.1)
+            ),
             clock=reactor,
             prepareConnection=self._subscribe,
         )
         self._client.setServiceParent(self)
         PeriodicService(reactor, probe_interval, self._probe, "bus probe").setServiceParent(self)
+        #: The probe in flight, and when Redis first accepted it (None: not yet).
         self._nonce: str | None = None
-        self._probe_sent_at = 0.0
+        self._probe_sent_at: float | None = None
         self.verified_at: float | None = None
         self.subscriptions = 0
         self.received_count = 0
@@ -121,7 +127,12 @@ class Bus(MultiService):
             await protocol.auth(self._url.password, self._url.username)
         await protocol.subscribe([self.channel, *self.extra_channels])
         self._subscriber = protocol
+        self._nonce = self._probe_sent_at = None  # a new subscription gets a new probe
         self.subscriptions += 1
+        if self.subscriptions > 1:
+            # What was published to us meanwhile is gone, kicks among them: the
+            # next reconcile finds our connections whose device moved on.
+            self.health.dirty = True
         self.log.info(
             "bus subscribed to {channel} (subscription {n})",
             channel=self.channel.decode(),
@@ -149,27 +160,31 @@ class Bus(MultiService):
     # -- probing -------------------------------------------------------------
 
     async def _probe(self) -> None:
+        """Publish a probe to ourselves; reconnect if the last one never came back.
+
+        The wait is counted from when Redis accepted the probe: while
+        publishing fails (Redis away, the publisher reconnecting), the
+        subscriber is not at fault and is left alone.
+        """
         now = self._reactor.seconds()
-        if (
-            self._nonce is not None
-            and self._subscriber is not None
-            and now - self._probe_sent_at > 2 * self.probe_interval
-        ):
+        if self._subscriber is None:
+            return
+        if self._probe_sent_at is not None and now - self._probe_sent_at > 2 * self.probe_interval:
             # The last probe never came back over a connection that looks fine.
             self.log.warn(
                 "bus probe not received for {seconds:.1f}s: reconnecting the subscriber",
                 seconds=now - self._probe_sent_at,
                 event="bus_deaf",
             )
-            self._nonce = None
+            self._nonce = self._probe_sent_at = None
             self._subscriber.transport.abortConnection()
-            return
-        if self._subscriber is None:
             return
         if self._nonce is None:
             self._nonce = secrets.token_hex(8)
+        nonce = self._nonce
+        published = await self.publish(self.server_id, messages.Probe(self.server_id, nonce))
+        if published and self._nonce == nonce and self._probe_sent_at is None:
             self._probe_sent_at = now
-        await self.publish(self.server_id, messages.Probe(self.server_id, self._nonce))
 
     # -- traffic -------------------------------------------------------------
 
@@ -184,7 +199,7 @@ class Bus(MultiService):
         for message in found:
             if isinstance(message, messages.Probe):
                 if message.nonce == self._nonce:
-                    self._nonce = None
+                    self._nonce = self._probe_sent_at = None
                     self.verified_at = self._reactor.seconds()
                 continue
             try:
