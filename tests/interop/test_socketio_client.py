@@ -299,7 +299,11 @@ async def test_server_shutdown_makes_clients_reconnect(
     """SIGTERM: "transport close", then the client retries until a node is back on the port."""
     first = caas_node("--jwt-secret", secret)
     token = mint("alice")
-    before = await connect_device(sio, "c", first, token, "phone", **FAST_RECONNECT)
+    # Ten attempts must outlast the start of a node (about a second, more on a busy
+    # machine): 0.2 s doubling up to 1 s gives them about 8 s.
+    before = await connect_device(
+        sio, "c", first, token, "phone", reconnectionDelay=200, reconnectionDelayMax=1000
+    )
 
     first.terminate()
     gone = await sio.wait_for("c", "disconnect")
@@ -310,7 +314,7 @@ async def test_server_shutdown_makes_clients_reconnect(
     await sio.wait_for("c", "reconnect_attempt")
 
     second = caas_node("--jwt-secret", secret, "--listen", f"tcp:{first.port}:interface=127.0.0.1")
-    again = await sio.wait_for("c", "connect", timeout=5)
+    again = await sio.wait_for("c", "connect", timeout=10)
     assert again["sid"] != before["sid"]
     await sio.wait_for("c", "reconnect")
     sio.emit("c", "heartbeat")
