@@ -78,9 +78,7 @@ class MemoryUserRooms:
         return sorted(self._rooms.get((tenant_id, user_id), ()))
 
 
-def join_user_rooms(
-    store: UserRooms, health: BackendHealth
-) -> Callable[[Socket], Awaitable[None]]:
+def join_user_rooms(store: UserRooms, health: BackendHealth) -> Callable[[Socket], Awaitable[None]]:
     """Middleware: a new connection joins the rooms its user is in.
 
     When the store cannot answer the connection is accepted without them (the
