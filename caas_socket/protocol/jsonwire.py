@@ -34,21 +34,23 @@ if _c_encoder is None:  # pragma: no cover - CPython always has it
         return _fallback.encode(value)
 
 else:
+    # One encoder for every call: building it costs more than encoding a small
+    # event.  No circular-reference markers (None): a cycle ends in a
+    # RecursionError, which dumps() turns into a ValueError.
+    _shared_encoder = _c_encoder(  # type: ignore[misc]
+        None,
+        _unsupported,
+        _json_encoder.encode_basestring,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
+    )
 
     def _encode(value: Any) -> str:
-        return "".join(
-            _c_encoder(  # type: ignore[misc]
-                {},
-                _unsupported,
-                _json_encoder.encode_basestring,
-                None,
-                ":",
-                ",",
-                False,
-                False,
-                False,
-            )(value, 0)
-        )
+        return "".join(_shared_encoder(value, 0))
 
 
 def _reject_constant(name: str) -> Any:

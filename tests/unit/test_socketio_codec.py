@@ -61,6 +61,29 @@ def test_encodes_exactly_like_socket_io_parser(packet: Packet, wire: list[str]) 
     assert encode(packet) == wire
 
 
+_CYCLE: list[object] = []
+_CYCLE.append(_CYCLE)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ([float("nan")], ValueError),
+        ([float("inf")], ValueError),
+        ([object()], TypeError),
+        ([_CYCLE], ValueError),
+    ],
+    ids=["nan", "infinity", "object", "cycle"],
+)
+def test_data_json_cannot_hold_is_the_emitter_error_not_a_crash(
+    data: list[object], error: type[Exception]
+) -> None:
+    """The shared encoder keeps no cycle markers: a cycle still ends in a clear ValueError."""
+    with pytest.raises(error):
+        encode(Packet(EVENT, "/", ["e", *data]))
+    assert encode(Packet(EVENT, "/", ["e", 1])) == ['2["e",1]']  # the encoder still works
+
+
 def test_binary_event_and_ack_use_placeholders_in_order() -> None:
     assert encode(Packet(EVENT, "/", ["baz", b"\x01\x02\x03\x04"])) == [
         '51-["baz",' + PLACEHOLDER % 0 + "]",
