@@ -35,6 +35,26 @@ def figure(scenario: str, name: str, value: Any, unit: str = "", **context: Any)
     print(line(entry), flush=True)
 
 
+def rss_growth(
+    scenario: str,
+    server_id: str,
+    before_kib: int,
+    after_kib: int,
+    connections: tuple[int | None, int | None],
+) -> None:
+    """The figure of one node's RSS growth between two points of a run."""
+    figure(
+        scenario,
+        f"rss_growth_{server_id}",
+        round((after_kib - before_kib) / 1024, 2),
+        "MiB",
+        before_mib=round(before_kib / 1024, 1),
+        after_mib=round(after_kib / 1024, 1),
+        connections_before=connections[0],
+        connections_after=connections[1],
+    )
+
+
 def line(entry: dict[str, Any]) -> str:
     extra = {k: v for k, v in entry.items() if k not in ("scenario", "name", "value", "unit")}
     text = f"FIGURE: {entry['scenario']} {entry['name']} = {_show(entry['value'])}"

@@ -33,7 +33,7 @@ from caas_socket.auth import mint_token
 from tests.cluster.conftest import Cluster
 from tests.interop.conftest import SECRET
 from tests.reliability import figures
-from tests.reliability.figures import figure
+from tests.reliability.figures import figure, rss_growth
 from tests.reliability.harness import NodeGroup
 from tests.reliability.population import CHURN_OPS, Population
 from tests.reliability.scenario import FAULTS, Harness, run_fault, sleep
@@ -272,15 +272,12 @@ class Soak:
             after = final["rss_kib"][server_id]
             if before is None:
                 continue
-            figure(
+            rss_growth(
                 "soak",
-                f"rss_growth_{server_id}",
-                round((after - before) / 1024, 2),
-                "MiB",
-                baseline_mib=round(before / 1024, 1),
-                final_mib=round(after / 1024, 1),
-                connections_before=baseline["connections"].get(server_id),
-                connections_after=final["connections"].get(server_id),
+                server_id,
+                before,
+                after,
+                (baseline["connections"].get(server_id), final["connections"].get(server_id)),
             )
         by_fault: dict[str, list[dict[str, Any]]] = {}
         for entry in self.faults:

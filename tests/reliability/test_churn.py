@@ -14,7 +14,7 @@ import time
 import pytest_twisted
 
 from tests.cluster.conftest import Cluster
-from tests.reliability.figures import figure
+from tests.reliability.figures import figure, rss_growth
 from tests.reliability.scenario import Harness, sleep
 
 NODES = ("n1", "n2", "n3")
@@ -96,15 +96,12 @@ async def test_churn_leaves_the_registry_exact_and_memory_flat(cluster: Cluster)
     for server_id in NODES:
         before, after = rss_before[server_id], rss_after[server_id]
         margin = max(RSS_MARGIN_KIB, int(before * RSS_MARGIN_FRACTION))
-        figure(
+        rss_growth(
             "churn",
-            f"rss_growth_{server_id}",
-            round((after - before) / 1024, 2),
-            "MiB",
-            before_mib=round(before / 1024, 1),
-            after_mib=round(after / 1024, 1),
-            connections_before=counts_before.get(server_id, 0),
-            connections_after=counts_after.get(server_id, 0),
+            server_id,
+            before,
+            after,
+            (counts_before.get(server_id, 0), counts_after.get(server_id, 0)),
         )
         assert after <= before + margin, (server_id, before, after)
     assert not population.tracker.errors, population.tracker.errors[:5]
