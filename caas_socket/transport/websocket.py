@@ -134,6 +134,14 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
                 return denied
         return HandshakeDenied(400 if status < 500 else status, BAD_REQUEST, "Bad request")
 
+    def _header_overflows(self, data: bytes) -> bool:
+        """Whether the request header, still unparsed, would pass :data:`MAX_HANDSHAKE`."""
+        return (
+            getattr(self, "http_request_data", None) is None
+            and len(self.data) + len(data) > MAX_HANDSHAKE
+            and b"\r\n\r\n" not in self.data + data
+        )
+
     def onOpen(self) -> None:
         handshake, self._handshake = self._handshake, None
         assert handshake is not None
@@ -157,23 +165,18 @@ class EngineWebSocketProtocol(WebSocketServerProtocol):
         """
         session = self.session
         if (
-            self.state == _CONNECTING
-            and getattr(self, "http_request_data", None) is None  # header not yet parsed
-            and len(self.data) + len(data) > MAX_HANDSHAKE
-            and b"\r\n\r\n" not in self.data + data
-        ):
-            # Autobahn buffers a request until its header ends, however long.
-            self._denied = HandshakeDenied(431, BAD_REQUEST, "Request header too large")
-            self.data = b""
-            self.failHandshake("request header too large", 431)
-            return
-        if (
             session is None
             or self.state != _OPEN
             or self.current_frame is not None
             or self.inside_message
             or self.data
         ):
+            if self.state == _CONNECTING and self._header_overflows(data):
+                # Autobahn buffers a request until its header ends, however long.
+                self._denied = HandshakeDenied(431, BAD_REQUEST, "Request header too large")
+                self.data = b""
+                self.failHandshake("request header too large", 431)
+                return
             self._dataReceived(data)
             return
         end = len(data)
